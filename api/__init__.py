@@ -1,0 +1,1 @@
+"""HTTP services: auth, catalog and processing, each alone or all in one app."""

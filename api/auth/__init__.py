@@ -1,0 +1,1 @@
+"""User Authentication service: sign-up, login, refresh, bans, JWKS."""

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+USER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+
+
+class SignupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_name: str = Field(pattern=USER_NAME_PATTERN, description="3-32 of A-Z a-z 0-9 _ . -")
+    password: str = Field(min_length=8, max_length=128)
+
+
+class SignupOut(BaseModel):
+    user_id: int
+    user_name: str
+    status: str
+    gold: int
+    diamond: int
+
+
+class LoginIn(BaseModel):
+    user_name: str = Field(max_length=64)
+    password: str = Field(max_length=128)
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class SignInOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    refresh_token: str
+    user_id: int
+    sign_in_id: int
+
+
+class UserOut(BaseModel):
+    user_id: int
+    user_name: str
+    status: str
+    gold: int
+    diamond: int
+    created_at: datetime
+    last_login_at: datetime | None

@@ -1,0 +1,1 @@
+"""Quest Catalog service: quests and rewards, cached reads, admin writes."""

@@ -1,0 +1,6 @@
+"""ASGI app of the Quest Catalog service: `uvicorn api.catalog.main:app`."""
+
+from api.catalog.routes import router
+from api.factory import create_app
+
+app = create_app("Questline Quest Catalog", "catalog", [router])

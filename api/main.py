@@ -1,0 +1,11 @@
+"""The all-in-one app: auth, catalog and processing under their own paths.
+
+`uvicorn api.main:app`, or `questline serve` for the embedded mode.
+"""
+
+from api.auth.routes import router as auth_router
+from api.catalog.routes import router as catalog_router
+from api.factory import create_app
+from api.processing.routes import router as processing_router
+
+app = create_app("Questline", "all", [auth_router, catalog_router, processing_router])

@@ -1,0 +1,1 @@
+"""Quest Processing service: a player's progress, claims, rewards, history, sign-ins."""

@@ -1,0 +1,55 @@
+"""Celery settings for Questline's workers (`celery -A workers worker`).
+
+The broker is QUESTLINE_REDIS_URL; without it (embedded mode) a broker that needs
+no server: kombu's SQLAlchemy transport on a SQLite file in the data dir.
+"""
+
+from kombu import Queue
+
+from questline.config import get_settings
+
+_settings = get_settings()
+
+if _settings.redis_url:
+    broker_url = _settings.redis_url
+else:
+    _settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker_url = f"sqla+sqlite:///{(_settings.data_dir / 'broker.db').resolve()}"
+
+# A SIGKILLed worker's unacknowledged messages come back after this long. The
+# outbox sweeper applies their sign-ins much sooner, so it only bounds duplicates.
+# It must exceed the longest retry countdown (see workers.tasks).
+VISIBILITY_TIMEOUT = 300
+broker_transport_options = {
+    "visibility_timeout": VISIBILITY_TIMEOUT,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 2,
+}
+broker_connection_timeout = 2
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+result_backend = None
+
+# Tasks are idempotent (the sign-in row is locked and checked), so they may run twice:
+# acknowledge after the work, and put the message back if the worker dies under it.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+task_default_queue = "questline"
+task_queues = (Queue("sign_ins"), Queue("questline"))
+task_routes = {
+    "questline.process_sign_in": {"queue": "sign_ins"},
+    "questline.sweep_outbox": {"queue": "questline"},
+}
+
+# Flower and `celery events` see tasks as they run.
+worker_send_task_events = True
+task_send_sent_event = True
+
+worker_hijack_root_logger = False

@@ -1,0 +1,1 @@
+"""Alembic migrations (seed data included). Applied by `questline db upgrade`."""

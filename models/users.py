@@ -1,0 +1,50 @@
+"""Players, admins and their refresh tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, func, literal_column
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, Id, UTCDateTime, utcnow
+
+USER_STATUSES = ("new", "not_new", "banned")
+ROLES = ("player", "admin")
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("gold >= 0", name="gold_non_negative"),
+        CheckConstraint("diamond >= 0", name="diamond_non_negative"),
+        CheckConstraint("status IN ('new', 'not_new', 'banned')", name="status_valid"),
+        CheckConstraint("role IN ('player', 'admin')", name="role_valid"),
+        # Names are unique without regard to case.
+        Index("uq_users_user_name_lower", func.lower(literal_column("user_name")), unique=True),
+    )
+
+    user_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    user_name: Mapped[str] = mapped_column(String(32))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    gold: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    diamond: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    role: Mapped[str] = mapped_column(String(16), default="player", server_default="player")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RefreshToken(Base):
+    """An opaque refresh token, stored only as its SHA-256; one family per login."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.user_id"), index=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,1 @@
+"""The quest catalog: quests, rewards, and the read cache in front of them."""

@@ -1,0 +1,121 @@
+"""Catalog reads (through the cache) and admin writes. Never commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import Quest, Reward
+from questline.catalog import cache, repository
+from questline.errors import Conflict, Invalid, NotFound
+
+QUEST_FIELDS = ("name", "description", "auto_claim", "streak", "duplication", "reward_id", "active")
+
+
+def reward_view(reward: Reward) -> dict[str, Any]:
+    return {
+        "reward_id": reward.reward_id,
+        "reward_name": reward.reward_name,
+        "reward_item": reward.reward_item,
+        "reward_qty": reward.reward_qty,
+    }
+
+
+def quest_view(quest: Quest) -> dict[str, Any]:
+    return {
+        "quest_id": quest.quest_id,
+        "name": quest.name,
+        "description": quest.description,
+        "auto_claim": quest.auto_claim,
+        "streak": quest.streak,
+        "duplication": quest.duplication,
+        "active": quest.active,
+        "reward": reward_view(quest.reward),
+    }
+
+
+def list_quests(session: Session) -> list[dict[str, Any]]:
+    """Active quests ordered by quest_id."""
+    return list(
+        cache.cached("quests", lambda: [quest_view(q) for q in repository.list_quests(session)])
+    )
+
+
+def get_quest(session: Session, quest_id: int) -> dict[str, Any]:
+    def load() -> dict[str, Any] | None:
+        quest = repository.get_quest(session, quest_id)
+        return None if quest is None else quest_view(quest)
+
+    view = cache.cached(f"quest:{quest_id}", load)
+    if view is None:
+        raise NotFound("quest not found")
+    return dict(view)
+
+
+def list_rewards(session: Session) -> list[dict[str, Any]]:
+    return list(
+        cache.cached("rewards", lambda: [reward_view(r) for r in repository.list_rewards(session)])
+    )
+
+
+def get_reward(session: Session, reward_id: int) -> dict[str, Any]:
+    def load() -> dict[str, Any] | None:
+        reward = repository.get_reward(session, reward_id)
+        return None if reward is None else reward_view(reward)
+
+    view = cache.cached(f"reward:{reward_id}", load)
+    if view is None:
+        raise NotFound("reward not found")
+    return dict(view)
+
+
+def create_reward(
+    session: Session, *, reward_name: str, reward_item: str, reward_qty: int
+) -> Reward:
+    reward = Reward(reward_name=reward_name, reward_item=reward_item, reward_qty=reward_qty)
+    session.add(reward)
+    session.flush()
+    return reward
+
+
+def create_quest(session: Session, **fields: Any) -> Quest:
+    """Create a quest; Invalid for an unknown reward, Conflict for a taken name."""
+    if repository.get_reward(session, fields["reward_id"]) is None:
+        raise Invalid("reward_id does not name a reward")
+    if repository.get_quest_by_name(session, fields["name"]) is not None:
+        raise Conflict("quest name already taken")
+    quest = Quest(**fields)
+    session.add(quest)
+    _flush_unique_name(session)
+    return quest
+
+
+def update_quest(session: Session, quest_id: int, **changes: Any) -> Quest:
+    """Change a quest. Lowering duplication below what a user has completed is a Conflict."""
+    quest = repository.get_quest(session, quest_id, for_update=True)
+    if quest is None:
+        raise NotFound("quest not found")
+    if "reward_id" in changes and repository.get_reward(session, changes["reward_id"]) is None:
+        raise Invalid("reward_id does not name a reward")
+    if "name" in changes and changes["name"] != quest.name:
+        if repository.get_quest_by_name(session, changes["name"]) is not None:
+            raise Conflict("quest name already taken")
+    if "duplication" in changes:
+        done = repository.max_completions(session, quest_id)
+        if changes["duplication"] < done:
+            raise Conflict(f"duplication cannot go below {done}: a user has completed it so often")
+    for field, value in changes.items():
+        setattr(quest, field, value)
+    _flush_unique_name(session)
+    session.refresh(quest)
+    return quest
+
+
+def _flush_unique_name(session: Session) -> None:
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("quest name already taken") from None

@@ -1,0 +1,128 @@
+"""The `questline` command: serve, db upgrade, create-admin, events, replay."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+
+from questline.config import get_settings
+
+
+def _db_upgrade(_args: argparse.Namespace) -> int:
+    from questline import migrate
+
+    migrate.upgrade()
+    print(f"database is at the latest migration: {_safe_url()}")
+    return 0
+
+
+def _safe_url() -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(get_settings().sqlalchemy_url).render_as_string(hide_password=True)
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    from questline import db
+    from questline.errors import DomainError
+    from questline.users import service as users
+
+    password = os.environ.get("QUESTLINE_ADMIN_PASSWORD") or getpass.getpass(
+        f"password for {args.name}: "
+    )
+    if not 8 <= len(password) <= 128:
+        print("password must be 8-128 characters", file=sys.stderr)
+        return 2
+    from questline.users.repository import USER_NAME_RE
+
+    if not USER_NAME_RE.match(args.name):
+        print("name must be 3-32 characters of A-Z a-z 0-9 _ . -", file=sys.stderr)
+        return 2
+    try:
+        with db.transaction() as session:
+            user = users.signup(session, user_name=args.name, password=password, role="admin")
+            user_id = user.user_id
+    except DomainError as exc:
+        print(exc.detail, file=sys.stderr)
+        return 1
+    print(f"admin {args.name} created with user_id {user_id}")
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    from questline import outbox
+
+    rows = outbox.list_unprocessed(limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    s = outbox.stats()
+    print(f"pending: {s.pending}  dead: {s.dead}  oldest pending: {s.oldest_pending_age_seconds:.1f} s")
+    for r in rows:
+        print(
+            f"{r['sign_in_id']:>10}  user {r['user_id']:<8} {r['state']:<8} "
+            f"attempts {r['attempts']}  {r['created_at']}  {r['last_error'] or ''}"
+        )
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from questline import outbox
+    from workers.publish import publish_sign_in
+
+    if not outbox.revive(args.event_id):
+        print(f"{args.event_id} is not an unprocessed sign-in", file=sys.stderr)
+        return 1
+    sent = publish_sign_in(args.event_id)
+    print(
+        f"sign-in {args.event_id} re-enqueued"
+        if sent
+        else f"sign-in {args.event_id} revived; the broker is down, the sweeper will apply it"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from questline.embedded import serve
+
+    return serve(host=args.host, port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="questline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the all-in-one app and a worker on SQLite")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=_serve)
+
+    db_cmd = sub.add_parser("db", help="database commands")
+    db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations (seed data included)").set_defaults(
+        func=_db_upgrade
+    )
+
+    admin = sub.add_parser("create-admin", help="create an admin user")
+    admin.add_argument("name")
+    admin.set_defaults(func=_create_admin)
+
+    events = sub.add_parser("events", help="list unprocessed and dead-lettered sign-ins")
+    events.add_argument("--pending", action="store_true", help="(the default) unprocessed ones")
+    events.add_argument("--limit", type=int, default=100)
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(func=_events)
+
+    replay = sub.add_parser("replay", help="re-enqueue an unprocessed or dead sign-in")
+    replay.add_argument("event_id", type=int)
+    replay.set_defaults(func=_replay)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Settings, read once from QUESTLINE_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUESTLINE_", extra="ignore")
+
+    data_dir: Path = Path("./questline-data")
+    # None means the embedded SQLite file in data_dir.
+    database_url: str | None = None
+    # Broker and cache. None means embedded: no Redis, in-process cache and limiter.
+    redis_url: str | None = None
+
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "questline"
+    token_ttl_seconds: int = Field(default=3600, ge=1)
+    refresh_ttl_seconds: int = Field(default=2_592_000, ge=1)
+
+    # argon2id, OWASP's recommended minimum: 19 MiB, t=2, p=1.
+    argon2_memory_kib: int = Field(default=19_456, ge=8)
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    login_max_failures_per_name: int = Field(default=5, ge=1)
+    login_max_failures_per_client: int = Field(default=50, ge=1)
+    login_failure_window_seconds: int = Field(default=900, ge=1)
+
+    catalog_cache_ttl_seconds: int = Field(default=60, ge=1)
+
+    # Outbox: how old an unprocessed sign-in must be before the sweeper takes it,
+    # how often the sweeper looks, and after how many failures an event is dead.
+    sweep_after_seconds: float = Field(default=5.0, ge=0)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    sweeper_enabled: bool = True
+    max_attempts: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=200, ge=1)
+    idempotency_retention_hours: int = Field(default=48, ge=24)
+
+    worker_metrics_port: int | None = None
+
+    # Test-only switch for the negative control of the fault-injection run:
+    # turns off the "already processed?" guard so double delivery double-applies.
+    unsafe_disable_idempotency_guard: bool = False
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'questline.db').resolve()}"
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.jwt_private_key_file or self.data_dir / "jwt-private.pem"
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.jwt_public_key_file or self.data_dir / "jwt-public.pem"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

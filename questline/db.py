@@ -1,0 +1,122 @@
+"""Engine, sessions and transactions, for PostgreSQL and the embedded SQLite file."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from questline.config import Settings, get_settings
+
+_lock = threading.Lock()
+_engine: Engine | None = None
+_sessionmaker: sessionmaker[Session] | None = None
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine tuned for the backend: pooled PostgreSQL, or serialized SQLite writes."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+        _serialize_sqlite_writes(engine)
+        return engine
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_recycle", 1800)
+    return create_engine(url, **kwargs)
+
+
+def _serialize_sqlite_writes(engine: Engine) -> None:
+    # SQLite has no row locks: every transaction takes the write lock up front
+    # (BEGIN IMMEDIATE), so read-modify-write sequences never interleave.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let us issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def get_engine() -> Engine:
+    global _engine, _sessionmaker
+    with _lock:
+        if _engine is None:
+            settings = get_settings()
+            if settings.database_url is None:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)
+            _engine = make_engine(settings.sqlalchemy_url)
+            _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        return _engine
+
+
+def session_factory() -> sessionmaker[Session]:
+    get_engine()
+    assert _sessionmaker is not None
+    return _sessionmaker
+
+
+def reset_engine(settings: Settings | None = None) -> None:
+    """Drop the process's engine (after fork, or when tests switch databases)."""
+    global _engine, _sessionmaker
+    with _lock:
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = None
+        _sessionmaker = None
+
+
+def after_fork() -> None:
+    """In a forked child: forget the parent's engine and lock without touching them."""
+    global _lock, _engine, _sessionmaker
+    _lock = threading.Lock()
+    if _engine is not None:
+        _engine.dispose(close=False)
+    _engine = None
+    _sessionmaker = None
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any exception."""
+    session = session_factory()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock,
+# and the connection-class errors a restart produces.
+_TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors that a retry of the whole transaction can cure."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = getattr(exc.orig, "pgcode", None)
+        if code in _TRANSIENT_SQLSTATES:
+            return True
+        if isinstance(exc, OperationalError):
+            # Connection refused or dropped (no SQLSTATE), or SQLite busy.
+            return True
+    return False

@@ -1,0 +1,59 @@
+"""Domain errors. Each carries its HTTP status; one handler in api/ renders them."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status_code = 400
+    detail = "bad request"
+    headers: dict[str, str] | None = None
+
+    def __init__(self, detail: str | None = None) -> None:
+        if detail is not None:
+            self.detail = detail
+        super().__init__(self.detail)
+
+
+class NotFound(DomainError):
+    status_code = 404
+    detail = "not found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    detail = "conflict"
+
+
+class Invalid(DomainError):
+    status_code = 422
+    detail = "invalid request"
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+    detail = "not authenticated"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(DomainError):
+    status_code = 403
+    detail = "forbidden"
+
+
+class Banned(Forbidden):
+    detail = "user is banned"
+
+
+class TooManyAttempts(DomainError):
+    status_code = 429
+    detail = "too many failed login attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed login attempts; retry in {retry_after} s")
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class RefreshTokenReused(Unauthorized):
+    """A spent refresh token came back: its whole family has been revoked."""
+
+    detail = "refresh token already used; all sessions from that login are revoked"

@@ -1,0 +1,118 @@
+"""The key-value store behind rate limits and the catalog cache: Redis, or process memory.
+
+Both are best-effort: when Redis does not answer, callers carry on without it
+(logins still work, catalog reads go to the database).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import lru_cache
+from typing import Protocol
+
+import redis
+
+from questline.config import get_settings
+
+log = logging.getLogger(__name__)
+
+KeyValueError = (redis.RedisError, OSError)
+
+
+class KeyValue(Protocol):
+    def get(self, key: str) -> str | None: ...
+    def set(self, key: str, value: str, ttl: int) -> None: ...
+    def incr(self, key: str, ttl: int) -> int:
+        """Increment a counter; the first increment starts its time to live."""
+        ...
+    def ttl(self, key: str) -> int: ...
+    def delete(self, key: str) -> None: ...
+    def ping(self) -> None: ...
+
+
+class RedisKeyValue:
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            health_check_interval=10,
+        )
+
+    def get(self, key: str) -> str | None:
+        value = self.client.get(key)
+        return None if value is None else str(value)
+
+    def set(self, key: str, value: str, ttl: int) -> None:
+        self.client.set(key, value, ex=ttl)
+
+    def incr(self, key: str, ttl: int) -> int:
+        pipe = self.client.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, ttl, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
+
+    def ttl(self, key: str) -> int:
+        return int(self.client.ttl(key))
+
+    def delete(self, key: str) -> None:
+        self.client.delete(key)
+
+    def ping(self) -> None:
+        self.client.ping()
+
+
+class MemoryKeyValue:
+    """For the embedded mode: one process, no server."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, key: str) -> tuple[str, float] | None:
+        item = self._data.get(key)
+        if item is not None and item[1] <= time.monotonic():
+            del self._data[key]
+            return None
+        return item
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._live(key)
+            return None if item is None else item[0]
+
+    def set(self, key: str, value: str, ttl: int) -> None:
+        with self._lock:
+            self._data[key] = (value, time.monotonic() + ttl)
+
+    def incr(self, key: str, ttl: int) -> int:
+        with self._lock:
+            item = self._live(key)
+            if item is None:
+                self._data[key] = ("1", time.monotonic() + ttl)
+                return 1
+            count = int(item[0]) + 1
+            self._data[key] = (str(count), item[1])
+            return count
+
+    def ttl(self, key: str) -> int:
+        with self._lock:
+            item = self._live(key)
+            return -2 if item is None else max(1, int(item[1] - time.monotonic()))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+    def ping(self) -> None:
+        return None
+
+
+@lru_cache
+def get_kv() -> KeyValue:
+    url = get_settings().redis_url
+    return MemoryKeyValue() if url is None else RedisKeyValue(url)

@@ -1,0 +1,1 @@
+"""Quest progress: applying sign-ins, claims, and each player's view of them."""

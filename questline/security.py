@@ -1,0 +1,225 @@
+"""Password hashing (argon2id) and access tokens (EdDSA JWTs with a kid)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from questline.config import Settings, get_settings
+from questline.errors import Unauthorized
+
+ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti", "role"]
+
+
+# --- passwords -------------------------------------------------------------
+
+
+@lru_cache
+def password_hasher() -> PasswordHasher:
+    s = get_settings()
+    return PasswordHasher(
+        time_cost=s.argon2_time_cost,
+        memory_cost=s.argon2_memory_kib,
+        parallelism=s.argon2_parallelism,
+    )
+
+
+def hash_password(password: str) -> str:
+    return password_hasher().hash(password)
+
+
+@lru_cache
+def _dummy_hash() -> str:
+    return password_hasher().hash(secrets.token_urlsafe(16))
+
+
+def verify_password(password: str, password_hash: str | None) -> bool:
+    """Verify in constant work: unknown users are checked against a dummy hash."""
+    try:
+        return password_hasher().verify(password_hash or _dummy_hash(), password) and (
+            password_hash is not None
+        )
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# --- refresh tokens --------------------------------------------------------
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# --- signing keys ----------------------------------------------------------
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """RFC 7638 thumbprint of the public key."""
+    canonical = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % _b64url(_raw_public(key))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+def _write_once(path: Path, data: bytes, mode: int) -> None:
+    # Several processes may start at once: write aside, then link into place;
+    # whoever links first wins and the others keep the winner's key.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def ensure_keypair(settings: Settings) -> None:
+    """Generate the signing key pair when neither file exists (first start)."""
+    priv, pub = settings.private_key_path, settings.public_key_path
+    if priv.exists() or pub.exists():
+        return
+    key = Ed25519PrivateKey.generate()
+    _write_once(
+        priv,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        0o600,
+    )
+    stored = serialization.load_pem_private_key(priv.read_bytes(), None)
+    assert isinstance(stored, Ed25519PrivateKey)
+    _write_once(
+        pub,
+        stored.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        0o644,
+    )
+
+
+@dataclass(frozen=True)
+class VerifyingKey:
+    key: Ed25519PublicKey
+    kid: str
+
+
+@lru_cache
+def verifying_key() -> VerifyingKey:
+    settings = get_settings()
+    path = settings.public_key_path
+    if not path.exists():
+        ensure_keypair(settings)
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise RuntimeError(f"{path} is not an Ed25519 public key")
+    return VerifyingKey(key, key_id(key))
+
+
+@lru_cache
+def signing_key() -> Ed25519PrivateKey:
+    settings = get_settings()
+    ensure_keypair(settings)
+    key = serialization.load_pem_private_key(settings.private_key_path.read_bytes(), None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise RuntimeError(f"{settings.private_key_path} is not an Ed25519 private key")
+    return key
+
+
+def jwks() -> dict[str, Any]:
+    vk = verifying_key()
+    return {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": _b64url(_raw_public(vk.key)),
+                "kid": vk.kid,
+                "alg": ALGORITHM,
+                "use": "sig",
+            }
+        ]
+    }
+
+
+# --- access tokens ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    role: str
+    jti: str
+
+
+def mint_access_token(user_id: int, role: str) -> tuple[str, int]:
+    """A signed access token and its lifetime in seconds."""
+    settings = get_settings()
+    now = int(time.time())
+    ttl = settings.token_ttl_seconds
+    claims = {
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + ttl,
+        "iss": settings.jwt_issuer,
+        "jti": uuid.uuid4().hex,
+        "role": role,
+    }
+    vk = verifying_key()
+    token = jwt.encode(claims, signing_key(), algorithm=ALGORITHM, headers={"kid": vk.kid})
+    return token, ttl
+
+
+def decode_access_token(token: str) -> TokenClaims:
+    """Verify signature, algorithm, kid, exp and iss; anything off is Unauthorized."""
+    vk = verifying_key()
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM or header.get("kid") != vk.kid:
+            raise Unauthorized("invalid token")
+        claims = jwt.decode(
+            token,
+            vk.key,
+            algorithms=[ALGORITHM],
+            issuer=get_settings().jwt_issuer,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        user_id = int(claims["sub"])
+        role = claims["role"]
+        if role not in ("player", "admin"):
+            raise Unauthorized("invalid token")
+        return TokenClaims(user_id=user_id, role=role, jti=str(claims["jti"]))
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        raise Unauthorized("invalid token") from None

@@ -1,0 +1,1 @@
+"""Players and admins: sign-up, sign-in (login and refresh), bans."""

@@ -1,0 +1,144 @@
+"""Sign-up, login, refresh and bans. Functions take the session first and never commit."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from models import Event, EventType, RefreshToken, User
+from models.base import utcnow
+from questline import ratelimit, security
+from questline.config import get_settings
+from questline.errors import Banned, Conflict, NotFound, RefreshTokenReused, Unauthorized
+from questline.users import repository
+
+BAD_CREDENTIALS = "invalid user name or password"
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """What a successful login or refresh returns; the sign-in event is in the session."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    user_id: int
+    sign_in_id: int
+
+
+def signup(session: Session, *, user_name: str, password: str, role: str = "player") -> User:
+    """Create a user; Conflict when the name is taken (in any letter case)."""
+    password_hash = security.hash_password(password)
+    if repository.get_by_name(session, user_name) is not None:
+        raise Conflict("user name already taken")
+    user = User(user_name=user_name, password_hash=password_hash, role=role)
+    session.add(user)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("user name already taken") from None
+    return user
+
+
+def login(session: Session, *, user_name: str, password: str, client: str) -> SignIn:
+    """Verify a password and record a sign-in. Unknown name and wrong password look alike."""
+    ratelimit.check_login_allowed(user_name, client)
+    user = repository.get_by_name(session, user_name)
+    if not security.verify_password(password, user.password_hash if user else None):
+        ratelimit.record_login_failure(user_name, client)
+        raise Unauthorized(BAD_CREDENTIALS)
+    assert user is not None
+    ratelimit.clear_login_failures(user_name)
+    if user.status == "banned":
+        raise Banned()
+    return _record_sign_in(session, user, family_id=secrets.token_hex(16), via="login")
+
+
+def refresh(session: Session, *, refresh_token: str) -> SignIn:
+    """Rotate a refresh token and record a sign-in.
+
+    A token presented twice revokes its whole family and raises RefreshTokenReused;
+    the caller must commit that revocation before answering.
+    """
+    now = utcnow()
+    token = repository.get_refresh_token(
+        session, security.hash_refresh_token(refresh_token), for_update=True
+    )
+    if token is None:
+        raise Unauthorized("unknown refresh token")
+    if token.used_at is not None or token.revoked_at is not None:
+        repository.revoke_family(session, token.family_id, now=now)
+        raise RefreshTokenReused()
+    if token.expires_at <= now:
+        raise Unauthorized("refresh token expired")
+    token.used_at = now
+    user = repository.get_by_id(session, token.user_id)
+    if user is None or user.status == "banned":
+        raise Banned()
+    return _record_sign_in(session, user, family_id=token.family_id, via="refresh")
+
+
+def _record_sign_in(session: Session, user: User, *, family_id: str, via: str) -> SignIn:
+    # One transaction: user row, outbox event and the next refresh token.
+    now = utcnow()
+    if not repository.mark_signed_in(session, user.user_id, now=now):
+        raise Banned()
+    event = Event(
+        user_id=user.user_id, type=EventType.SIGN_IN, data={"via": via}, created_at=now
+    )
+    raw_refresh = security.new_refresh_token()
+    session.add_all(
+        [
+            event,
+            RefreshToken(
+                token_hash=security.hash_refresh_token(raw_refresh),
+                user_id=user.user_id,
+                family_id=family_id,
+                created_at=now,
+                expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
+            ),
+        ]
+    )
+    session.flush()
+    access_token, expires_in = security.mint_access_token(user.user_id, user.role)
+    return SignIn(
+        access_token=access_token,
+        expires_in=expires_in,
+        refresh_token=raw_refresh,
+        user_id=user.user_id,
+        sign_in_id=event.event_id,
+    )
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = repository.get_by_id(session, user_id)
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+def ban(session: Session, *, user_id: int) -> User:
+    """Ban a user: no more logins, refreshes or requests with existing tokens."""
+    user = repository.get_by_id(session, user_id, for_update=True)
+    if user is None:
+        raise NotFound("user not found")
+    user.status = "banned"
+    repository.revoke_all_for_user(session, user_id, now=utcnow())
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, token: str) -> User:
+    """The user behind an access token: Unauthorized if the token is bad, Banned if banned."""
+    claims = security.decode_access_token(token)
+    user = repository.get_by_id(session, claims.user_id)
+    if user is None:
+        raise Unauthorized("invalid token")
+    if user.status == "banned":
+        raise Banned()
+    return user

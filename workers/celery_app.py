@@ -1,0 +1,24 @@
+"""The Celery app, configured from celeryconfig.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from questline import db
+
+app = Celery("questline")
+app.config_from_object("celeryconfig")
+app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    # A pool child must not reuse the connections it inherited from its parent.
+    db.after_fork()
+
+
+from workers import sweeper  # noqa: E402  registers the sweeper bootstep
+
+app.steps["worker"].add(sweeper.OutboxSweeper)

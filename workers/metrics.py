@@ -1,0 +1,45 @@
+"""Worker metrics: events processed and processing lag, across prefork children.
+
+Set QUESTLINE_WORKER_METRICS_PORT to serve them (Prometheus multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from questline.config import get_settings
+
+if get_settings().worker_metrics_port and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="questline-metrics-")
+
+from prometheus_client import Counter, Histogram  # noqa: E402
+
+from questline.quests.rules import Applied  # noqa: E402
+
+SIGN_INS = Counter("questline_sign_ins_processed_total", "Sign-ins applied to quest progress")
+REWARDS = Counter("questline_rewards_earned_total", "Rewards earned by applied sign-ins")
+LAG = Histogram(
+    "questline_sign_in_lag_seconds",
+    "Time from a sign-in being stored to being applied",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def observe_applied(applied: Applied) -> None:
+    SIGN_INS.inc(len(applied.sign_ins))
+    REWARDS.inc(applied.rewards_earned)
+    for lag in applied.lag_seconds:
+        LAG.observe(lag)
+
+
+def serve(port: int) -> None:
+    """Serve every process's metrics from the worker's main process."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        MultiProcessCollector(registry)
+        start_http_server(port, registry=registry)
+    else:
+        start_http_server(port)
