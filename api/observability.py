@@ -16,7 +16,9 @@ from questline.config import get_settings
 from questline.db import session_factory
 
 REQUESTS = Counter(
-    "questline_http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
+    "questline_http_requests_total",
+    "HTTP requests answered",
+    ["service", "method", "route", "status"],
 )
 LATENCY = Histogram(
     "questline_http_request_duration_seconds",

@@ -60,7 +60,8 @@ def _events(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     s = outbox.stats()
-    print(f"pending: {s.pending}  dead: {s.dead}  oldest pending: {s.oldest_pending_age_seconds:.1f} s")
+    age = s.oldest_pending_age_seconds
+    print(f"pending: {s.pending}  dead: {s.dead}  oldest pending: {age:.1f} s")
     for r in rows:
         print(
             f"{r['sign_in_id']:>10}  user {r['user_id']:<8} {r['state']:<8} "
@@ -88,7 +89,8 @@ def _replay(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from questline.embedded import serve
 
-    return serve(host=args.host, port=args.port)
+    code: int = serve(host=args.host, port=args.port)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(func=_replay)
 
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -62,9 +62,7 @@ def _drain_one_by_one(created_before: Any, batch: int) -> Applied:
     with db.transaction() as session:
         candidates = [
             row.event_id
-            for row in repository.lock_sign_ins(
-                session, created_before=created_before, limit=batch
-            )
+            for row in repository.lock_sign_ins(session, created_before=created_before, limit=batch)
         ]
     total = Applied()
     for event_id in candidates:

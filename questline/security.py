@@ -82,7 +82,7 @@ def _raw_public(key: Ed25519PublicKey) -> bytes:
 
 def key_id(key: Ed25519PublicKey) -> str:
     """RFC 7638 thumbprint of the public key."""
-    canonical = '{"crv":"Ed25519","kty":"OKP","x":"%s"}' % _b64url(_raw_public(key))
+    canonical = f'{{"crv":"Ed25519","kty":"OKP","x":"{_b64url(_raw_public(key))}"}}'
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 

@@ -26,7 +26,9 @@ def list_quests(_user: CurrentUser, session: SessionDep) -> Any:
 
 
 @router.get(
-    "/quests/{quest_id}", response_model=QuestOut, responses={**AUTH, 404: {"description": "unknown"}}
+    "/quests/{quest_id}",
+    response_model=QuestOut,
+    responses={**AUTH, 404: {"description": "unknown"}},
 )
 def get_quest(quest_id: QuestIdPath, _user: CurrentUser, session: SessionDep) -> Any:
     return catalog.get_quest(session, quest_id)

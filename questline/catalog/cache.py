@@ -44,9 +44,7 @@ def cached(name: str, load: Callable[[], Any]) -> Any:
         return load()
     value = load()
     try:
-        get_kv().set(
-            key, json.dumps(value, default=str), get_settings().catalog_cache_ttl_seconds
-        )
+        get_kv().set(key, json.dumps(value, default=str), get_settings().catalog_cache_ttl_seconds)
     except KeyValueError:
         log.warning("catalog cache unavailable; not storing %s", name)
     return value

@@ -33,7 +33,7 @@ def lock_sign_ins(
     limit: int = 1,
     skip_locked: bool = True,
     include_processed: bool = False,
-) -> Sequence[Row[tuple[int, int, datetime]]]:
+) -> Sequence[Row[int, int, datetime]]:
     """Lock unprocessed, live sign-in events (event_id, user_id, created_at) in id order."""
     stmt = (
         select(Event.event_id, Event.user_id, Event.created_at)
@@ -101,21 +101,22 @@ def revive(session: Session, event_id: int) -> bool:
     return result.scalar_one_or_none() is not None
 
 
-def outbox_stats(session: Session) -> Row[tuple[int, int, datetime | None]]:
+def outbox_stats(session: Session) -> tuple[int, int, datetime | None]:
     pending = and_(Event.type == EventType.SIGN_IN, Event.processed_at.is_(None))
-    return session.execute(
+    row = session.execute(
         select(
             func.count().filter(Event.dead_at.is_(None)),
             func.count().filter(Event.dead_at.is_not(None)),
             func.min(Event.created_at).filter(Event.dead_at.is_(None)),
         ).where(pending)
     ).one()
+    return int(row[0]), int(row[1]), row[2]
 
 
 # --- quests and progress ----------------------------------------------------
 
 
-def active_quest_rules(session: Session) -> Sequence[Row[Any]]:
+def active_quest_rules(session: Session) -> Sequence[Row[int, int, int, bool, str, int]]:
     """Active quests with their reward, read from the database and share-locked so a
     catalog write cannot slip between reading a limit and granting against it."""
     stmt = (

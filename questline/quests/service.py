@@ -113,9 +113,7 @@ def claim_once(session: Session, *, user_id: int, quest_id: int, key: str) -> St
     """Claim under an Idempotency-Key: the first answer, success or error, is kept and
     replayed for every retry with the same key."""
     fingerprint = f"claim:{quest_id}"
-    stored = repository.reserve_idempotency_key(
-        session, user_id, key, fingerprint, now=utcnow()
-    )
+    stored = repository.reserve_idempotency_key(session, user_id, key, fingerprint, now=utcnow())
     if stored is not None:
         if stored.fingerprint != fingerprint:
             raise Invalid("Idempotency-Key was already used for another request")
@@ -125,9 +123,7 @@ def claim_once(session: Session, *, user_id: int, quest_id: int, key: str) -> St
     except DomainError as exc:
         # claim() raises before it changes anything, so the error is the whole answer.
         answer = StoredAnswer(exc.status_code, {"detail": exc.detail})
-    repository.store_idempotent_response(
-        session, user_id, key, answer.status_code, answer.body
-    )
+    repository.store_idempotent_response(session, user_id, key, answer.status_code, answer.body)
     return answer
 
 

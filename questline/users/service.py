@@ -88,9 +88,7 @@ def _record_sign_in(session: Session, user: User, *, family_id: str, via: str) -
     now = utcnow()
     if not repository.mark_signed_in(session, user.user_id, now=now):
         raise Banned()
-    event = Event(
-        user_id=user.user_id, type=EventType.SIGN_IN, data={"via": via}, created_at=now
-    )
+    event = Event(user_id=user.user_id, type=EventType.SIGN_IN, data={"via": via}, created_at=now)
     raw_refresh = security.new_refresh_token()
     session.add_all(
         [

@@ -1,0 +1,189 @@
+"""Fixtures on real PostgreSQL, real Redis, real HTTP and real Celery workers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import support
+
+os.environ.update(support.TEST_ENV)
+
+import httpx  # noqa: E402
+import redis  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
+
+PASSWORD = "correct-horse-battery"
+
+
+def _check_services() -> None:
+    try:
+        engine = sa.create_engine(f"{support.PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {support.TEST_DB} WITH (FORCE)"))
+            conn.execute(sa.text(f"CREATE DATABASE {support.TEST_DB}"))
+        engine.dispose()
+    except sa.exc.OperationalError as exc:
+        pytest.exit(
+            f"PostgreSQL is not reachable at {support.PG_SERVER} ({exc}); {support.START_PG}",
+            returncode=3,
+        )
+    try:
+        redis.Redis.from_url(support.REDIS_URL, socket_connect_timeout=2).flushdb()
+    except redis.RedisError as exc:
+        pytest.exit(
+            f"Redis is not reachable at {support.REDIS_URL} ({exc}); {support.START_REDIS}",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    """A fresh test database, migrated with the seed catalog."""
+    _check_services()
+    from questline import migrate
+
+    migrate.upgrade(support.DATABASE_URL)
+    return support.DATABASE_URL
+
+
+TABLES = "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, events, users"
+
+
+@pytest.fixture(autouse=True)
+def clean_state(database: str) -> Iterator[None]:
+    """Each test starts from the seed catalog with no users, and an empty Redis db."""
+    from questline.db import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(sa.text("DELETE FROM quests WHERE quest_id > 1"))
+        conn.execute(sa.text("DELETE FROM rewards WHERE reward_id > 1"))
+        conn.execute(
+            sa.text(
+                "UPDATE quests SET name = 'sign-in-three-times', reward_id = 1, "
+                "auto_claim = false, streak = 3, duplication = 2, active = true WHERE quest_id = 1"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE rewards SET reward_name = 'Ten Diamonds', reward_item = 'diamond', "
+                "reward_qty = 10 WHERE reward_id = 1"
+            )
+        )
+    redis.Redis.from_url(support.REDIS_URL).flushdb()
+    return
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    from questline.db import session_factory
+
+    with session_factory()() as s:
+        yield s
+        s.rollback()
+
+
+@pytest.fixture(scope="session")
+def server(database: str) -> Iterator[support.LiveServer]:
+    """The all-in-one app over real HTTP (uvicorn on a free port)."""
+    from api.main import app
+
+    with support.LiveServer(app) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server: support.LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def worker(database: str) -> Iterator[support.Process]:
+    """A real Celery worker process (prefork, 2 children) on the test broker."""
+    with support.worker_running(name="suite") as w:
+        yield w
+
+
+class Player:
+    """A signed-up player with helpers for the calls tests make most."""
+
+    def __init__(self, client: httpx.Client, name: str, password: str = PASSWORD) -> None:
+        self.client = client
+        self.name = name
+        self.password = password
+        r = client.post("/auth/signup", json={"user_name": name, "password": password})
+        assert r.status_code == 201, r.text
+        self.user_id: int = r.json()["user_id"]
+        self.token: str | None = None
+        self.refresh_token: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.token is None:
+            self.login()
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def login(self) -> dict[str, Any]:
+        r = self.client.post(
+            "/auth/login", json={"user_name": self.name, "password": self.password}
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        self.token, self.refresh_token = body["access_token"], body["refresh_token"]
+        return body
+
+    def refresh(self) -> dict[str, Any]:
+        r = self.client.post("/auth/refresh", json={"refresh_token": self.refresh_token})
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        self.token, self.refresh_token = body["access_token"], body["refresh_token"]
+        return body
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, headers=self.headers, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        return self.client.post(path, headers=headers, **kw)
+
+    def quest(self, quest_id: int = 1) -> dict[str, Any]:
+        r = self.get("/me/quests")
+        assert r.status_code == 200, r.text
+        return next(q for q in r.json() if q["quest_id"] == quest_id)
+
+    def wait_processed(self, sign_in_id: int, timeout: float = 20) -> None:
+        support.wait_until(
+            lambda: self.get(f"/sign-ins/{sign_in_id}").json().get("status") == "processed",
+            timeout,
+            f"sign-in {sign_in_id} to be processed",
+        )
+
+
+@pytest.fixture
+def make_player(client: httpx.Client) -> Any:
+    counter = iter(range(1, 10_000))
+
+    def make(name: str | None = None) -> Player:
+        return Player(client, name or f"player{next(counter)}")
+
+    return make
+
+
+@pytest.fixture
+def admin(client: httpx.Client) -> Player:
+    from questline import db
+    from questline.users import service as users
+
+    with db.transaction() as s:
+        users.signup(s, user_name="root-admin", password=PASSWORD, role="admin")
+    player = Player.__new__(Player)
+    player.client, player.name, player.password = client, "root-admin", PASSWORD
+    player.token = player.refresh_token = None
+    player.login()
+    return player
