@@ -5,13 +5,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.fields import EncodableStr
+
 USER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 
 
 class SignupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_name: str = Field(pattern=USER_NAME_PATTERN, description="3-32 of A-Z a-z 0-9 _ . -")
-    password: str = Field(min_length=8, max_length=128)
+    password: EncodableStr = Field(min_length=8, max_length=128)
 
 
 class SignupOut(BaseModel):
@@ -23,12 +25,12 @@ class SignupOut(BaseModel):
 
 
 class LoginIn(BaseModel):
-    user_name: str = Field(max_length=64)
-    password: str = Field(max_length=128)
+    user_name: EncodableStr = Field(max_length=64)
+    password: EncodableStr = Field(max_length=128)
 
 
 class RefreshIn(BaseModel):
-    refresh_token: str = Field(min_length=1, max_length=512)
+    refresh_token: EncodableStr = Field(min_length=1, max_length=512)
 
 
 class SignInOut(BaseModel):

@@ -4,9 +4,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# No NUL bytes (PostgreSQL text cannot hold them) and no blank names.
-Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00]*\S[^\x00]*$")]
-Description = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+from api.fields import StorableStr
+
+# Storable text (no NUL, no lone surrogates), and no blank names.
+Name = Annotated[StorableStr, Field(min_length=1, max_length=100, pattern=r"\S")]
+Description = Annotated[StorableStr, Field(max_length=2000)]
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
 Quantity = Annotated[int, Field(ge=1, le=1_000_000_000)]
 RewardId = Annotated[int, Field(ge=1, le=2**63 - 1)]
