@@ -8,7 +8,6 @@ from fastapi import APIRouter, BackgroundTasks, Request
 
 from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut, UserOut
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
-from models import User
 from questline import security
 from questline.errors import RefreshTokenReused
 from questline.users import service as users
@@ -22,18 +21,6 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def user_out(user: User) -> UserOut:
-    return UserOut(
-        user_id=user.user_id,
-        user_name=user.user_name,
-        status=user.status,
-        gold=user.gold,
-        diamond=user.diamond,
-        created_at=user.created_at,
-        last_login_at=user.last_login_at,
-    )
-
-
 @router.post(
     "/auth/signup",
     status_code=201,
@@ -44,13 +31,7 @@ def signup(body: SignupIn, session: SessionDep) -> SignupOut:
     """Create a player account."""
     user = users.signup(session, user_name=body.user_name, password=body.password)
     session.commit()
-    return SignupOut(
-        user_id=user.user_id,
-        user_name=user.user_name,
-        status=user.status,
-        gold=user.gold,
-        diamond=user.diamond,
-    )
+    return SignupOut.model_validate(user)
 
 
 def _signed_in(sign_in: users.SignIn, background: BackgroundTasks) -> SignInOut:
@@ -108,7 +89,7 @@ def refresh(body: RefreshIn, session: SessionDep, background: BackgroundTasks) -
 @router.get("/auth/me", response_model=UserOut, responses=AUTH_ERRORS)
 def me(user: CurrentUser) -> UserOut:
     """The token's user, with the wallet."""
-    return user_out(user)
+    return UserOut.model_validate(user)
 
 
 @router.post(
@@ -120,7 +101,7 @@ def ban(user_id: UserIdPath, _admin: AdminUser, session: SessionDep) -> UserOut:
     """Ban a user (admin): no more logins, and their tokens stop working."""
     user = users.ban(session, user_id=user_id)
     session.commit()
-    return user_out(user)
+    return UserOut.model_validate(user)
 
 
 @router.get("/.well-known/jwks.json")

@@ -17,6 +17,7 @@ class SignupIn(BaseModel):
 
 
 class SignupOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     user_id: int
     user_name: str
     status: str
@@ -43,6 +44,7 @@ class SignInOut(BaseModel):
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
     user_id: int
     user_name: str
     status: str
