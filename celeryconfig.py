@@ -10,21 +10,25 @@ from questline.config import get_settings
 
 _settings = get_settings()
 
-if _settings.redis_url:
-    broker_url = _settings.redis_url
-else:
-    _settings.data_dir.mkdir(parents=True, exist_ok=True)
-    broker_url = f"sqla+sqlite:///{(_settings.data_dir / 'broker.db').resolve()}"
-
 # A SIGKILLed worker's unacknowledged messages come back after this long. The
 # outbox sweeper applies their sign-ins much sooner, so it only bounds duplicates.
 # It must exceed the longest retry countdown (see workers.tasks).
 VISIBILITY_TIMEOUT = 300
-broker_transport_options = {
-    "visibility_timeout": VISIBILITY_TIMEOUT,
-    "socket_timeout": 5,
-    "socket_connect_timeout": 2,
-}
+
+if _settings.redis_url:
+    broker_url = _settings.redis_url
+    broker_transport_options = {
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 2,
+    }
+else:
+    _settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # kombu's SQLAlchemy transport, polling faster (workers/embedded_broker.py). Its
+    # options go to create_engine(), so the Redis ones above must not reach it.
+    broker_url = f"sqlite:///{(_settings.data_dir / 'broker.db').resolve()}"
+    broker_transport = "workers.embedded_broker:Transport"
+    broker_transport_options = {}
 broker_connection_timeout = 2
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
@@ -45,6 +49,7 @@ task_default_queue = "questline"
 task_queues = (Queue("sign_ins"), Queue("questline"))
 task_routes = {
     "questline.process_sign_in": {"queue": "sign_ins"},
+    "questline.drain_outbox": {"queue": "sign_ins"},
     "questline.sweep_outbox": {"queue": "questline"},
 }
 

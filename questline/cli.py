@@ -72,12 +72,12 @@ def _events(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from questline import outbox
-    from workers.publish import publish_sign_in
+    from workers.publish import publish_process_sign_in
 
     if not outbox.revive(args.event_id):
         print(f"{args.event_id} is not an unprocessed sign-in", file=sys.stderr)
         return 1
-    sent = publish_sign_in(args.event_id)
+    sent = publish_process_sign_in(args.event_id)
     print(
         f"sign-in {args.event_id} re-enqueued"
         if sent

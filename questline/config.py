@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,14 @@ class Settings(BaseSettings):
     sweeper_enabled: bool = True
     max_attempts: int = Field(default=8, ge=1)
     batch_size: int = Field(default=200, ge=1)
+    # How a stored sign-in wakes the workers: "batch" publishes one coalesced
+    # questline.drain_outbox wake-up while none is pending (needs Redis; the
+    # embedded mode always sends per-event messages); "per_event" sends one
+    # questline.process_sign_in(event_id) message per sign-in.
+    sign_in_dispatch: Literal["batch", "per_event"] = "batch"
+    # A pending wake-up blocks further ones for at most this long, so a lost
+    # wake-up delays the next one by this much (the sweeper still backs it up).
+    wakeup_ttl_seconds: float = Field(default=1.0, gt=0)
     idempotency_retention_hours: int = Field(default=48, ge=24)
 
     worker_metrics_port: int | None = None

@@ -29,6 +29,10 @@ class KeyValue(Protocol):
         ...
 
     def ttl(self, key: str) -> int: ...
+    def add(self, key: str, value: str, ttl_ms: int) -> bool:
+        """Set the key only if it is absent; True if this call set it."""
+        ...
+
     def delete(self, key: str) -> None: ...
     def ping(self) -> None: ...
 
@@ -59,6 +63,9 @@ class RedisKeyValue:
 
     def ttl(self, key: str) -> int:
         return int(self.client.ttl(key))
+
+    def add(self, key: str, value: str, ttl_ms: int) -> bool:
+        return bool(self.client.set(key, value, px=ttl_ms, nx=True))
 
     def delete(self, key: str) -> None:
         self.client.delete(key)
@@ -104,6 +111,13 @@ class MemoryKeyValue:
         with self._lock:
             item = self._live(key)
             return -2 if item is None else max(1, int(item[1] - time.monotonic()))
+
+    def add(self, key: str, value: str, ttl_ms: int) -> bool:
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._data[key] = (value, time.monotonic() + ttl_ms / 1000)
+            return True
 
     def delete(self, key: str) -> None:
         with self._lock:

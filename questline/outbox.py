@@ -4,7 +4,7 @@ dead letters and replay. Celery tasks and the CLI are thin callers of this modul
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -34,11 +34,17 @@ def process_sign_in(event_id: int) -> Applied:
         raise
 
 
-def drain(*, created_before_seconds: float = 0.0, limit: int | None = None) -> Applied:
+def drain(
+    *,
+    created_before_seconds: float = 0.0,
+    limit: int | None = None,
+    on_full_batch: Callable[[], object] | None = None,
+) -> Applied:
     """Apply pending sign-ins in batches until none is left that nobody else holds.
 
     A batch that fails is retried one event at a time, so a poison event fails
-    (and is eventually dead-lettered) alone.
+    (and is eventually dead-lettered) alone. `on_full_batch` is called after each
+    full batch (more is probably waiting), e.g. to wake another worker.
     """
     settings = get_settings()
     batch = limit or settings.batch_size
@@ -56,6 +62,8 @@ def drain(*, created_before_seconds: float = 0.0, limit: int | None = None) -> A
         _merge(total, applied)
         if len(applied.sign_ins) < batch:
             return total
+        if on_full_batch is not None:
+            on_full_batch()
 
 
 def _drain_one_by_one(created_before: Any, batch: int) -> Applied:

@@ -1,15 +1,41 @@
-"""Publishing the message that wakes a worker for a stored sign-in."""
+"""Publishing the messages that wake workers for stored sign-ins.
+
+By default (with Redis) a sign-in does not get a message of its own: the API sends
+one `questline.drain_outbox` wake-up if none is pending, and the worker that takes
+it applies every pending sign-in in batches. A Redis flag marks "a wake-up is
+queued and no drain has started since"; the drain clears it before it looks at the
+outbox, so a sign-in committed before the flag was seen is always found either by
+that drain or by the one its own wake-up starts. All of this is best-effort: the
+sign-in is already durable, and the sweeper applies it if a message is lost.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from questline.config import get_settings
+from questline.kv import KeyValueError, get_kv
+
 log = logging.getLogger(__name__)
+
+WAKEUP_KEY = "ql:outbox:wakeup-pending"
+
+
+def batching() -> bool:
+    """True when sign-ins wake a batch drain rather than sending one message each."""
+    settings = get_settings()
+    return settings.sign_in_dispatch == "batch" and not settings.embedded
 
 
 def publish_sign_in(event_id: int, user_id: int | None = None) -> bool:
-    """Best-effort: the sign-in is already durable, and the sweeper applies it if
-    this message is lost or never sent (broker down)."""
+    """Make sure a worker will apply this stored sign-in soon; False if the broker is away."""
+    if batching():
+        return wake_drainer()
+    return publish_process_sign_in(event_id, user_id)
+
+
+def publish_process_sign_in(event_id: int, user_id: int | None = None) -> bool:
+    """One message for one sign-in: replays, and the per-event dispatch mode."""
     from workers.tasks import process_sign_in
 
     try:
@@ -18,3 +44,31 @@ def publish_sign_in(event_id: int, user_id: int | None = None) -> bool:
     except Exception:
         log.warning("could not publish sign-in %s; the sweeper will apply it", event_id)
         return False
+
+
+def wake_drainer() -> bool:
+    """Queue a drain_outbox wake-up unless one is already queued and not yet started."""
+    from workers.tasks import drain_outbox
+
+    ttl_ms = int(get_settings().wakeup_ttl_seconds * 1000)
+    try:
+        if not get_kv().add(WAKEUP_KEY, "1", ttl_ms):
+            return True  # a queued drain will find this sign-in
+    except KeyValueError:
+        pass  # no flag: wake anyway, a spare wake-up costs one empty query
+    try:
+        drain_outbox.apply_async(retry=False)
+        return True
+    except Exception:
+        log.warning("could not publish a drain wake-up; the sweeper will apply the sign-ins")
+        # Let the next sign-in try again instead of waiting for the flag to expire.
+        clear_wakeup()
+        return False
+
+
+def clear_wakeup() -> None:
+    """Called by a drain before it looks at the outbox: later sign-ins wake a new one."""
+    try:
+        get_kv().delete(WAKEUP_KEY)
+    except KeyValueError:
+        pass  # the flag expires after wakeup_ttl_seconds anyway

@@ -9,6 +9,7 @@ from celery import Task
 from questline import db, outbox
 from workers.celery_app import app
 from workers.metrics import observe_applied
+from workers.publish import clear_wakeup, wake_drainer
 
 # Retry countdowns stay far below the broker's visibility timeout.
 MAX_RETRIES = 6
@@ -33,6 +34,28 @@ def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> di
         "user_id": user_id,
         "outcome": "applied" if applied.sign_ins else "already processed",
         "rewards_earned": applied.rewards_earned,
+    }
+
+
+@app.task(bind=True, name="questline.drain_outbox", max_retries=MAX_RETRIES)
+def drain_outbox(self: Task) -> dict[str, Any]:
+    """Apply every pending sign-in in batches: the coalesced wake-up sent after logins."""
+    clear_wakeup()
+    try:
+        # A full batch means more is waiting: recruit an idle worker process to help.
+        applied = outbox.drain(on_full_batch=wake_drainer)
+    except Exception as exc:
+        if db.is_transient(exc):
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
+        raise
+    observe_applied(applied)
+    lags = applied.lag_seconds
+    return {
+        "applied": len(applied.sign_ins),
+        "first_sign_in_id": min(applied.sign_ins, default=None),
+        "last_sign_in_id": max(applied.sign_ins, default=None),
+        "rewards_earned": applied.rewards_earned,
+        "max_lag_seconds": round(max(lags), 3) if lags else None,
     }
 
 
