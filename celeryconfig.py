@@ -13,7 +13,7 @@ _settings = get_settings()
 # A SIGKILLed worker's unacknowledged messages come back after this long. The
 # outbox sweeper applies their sign-ins much sooner, so it only bounds duplicates.
 # It must exceed the longest retry countdown (see workers.tasks).
-VISIBILITY_TIMEOUT = 300
+VISIBILITY_TIMEOUT = _settings.broker_visibility_timeout_seconds
 
 if _settings.redis_url:
     broker_url = _settings.redis_url

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     wakeup_ttl_seconds: float = Field(default=1.0, gt=0)
     idempotency_retention_hours: int = Field(default=48, ge=24)
 
+    # Seconds before the broker hands a dead worker's unacknowledged message to
+    # another worker. Above the longest task retry countdown (30 s), or retries
+    # would be delivered twice while they wait.
+    broker_visibility_timeout_seconds: int = Field(default=300, ge=45)
+
     worker_metrics_port: int | None = None
 
     # Test-only switch for the negative control of the fault-injection run:
