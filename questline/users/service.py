@@ -71,15 +71,17 @@ def refresh(session: Session, *, refresh_token: str) -> SignIn:
     )
     if token is None:
         raise Unauthorized("unknown refresh token")
+    # A ban revokes the user's tokens; their owner must still hear "banned" (403),
+    # not "already used" (401), so the ban is checked first.
+    user = repository.get_by_id(session, token.user_id)
+    if user is None or user.status == "banned":
+        raise Banned()
     if token.used_at is not None or token.revoked_at is not None:
         repository.revoke_family(session, token.family_id, now=now)
         raise RefreshTokenReused()
     if token.expires_at <= now:
         raise Unauthorized("refresh token expired")
     token.used_at = now
-    user = repository.get_by_id(session, token.user_id)
-    if user is None or user.status == "banned":
-        raise Banned()
     return _record_sign_in(session, user, family_id=token.family_id, via="refresh")
 
 

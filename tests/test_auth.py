@@ -1,0 +1,412 @@
+"""The User Authentication service over real HTTP: signup, login, refresh, /auth/me,
+bans, JWKS, and the access-token checks every service applies."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import func, select, text
+
+from models import User
+from questline import db, security
+from questline.config import get_settings
+from tests import factories as f
+
+SIGN_IN_FIELDS = {
+    "access_token",
+    "token_type",
+    "expires_in",
+    "refresh_token",
+    "user_id",
+    "sign_in_id",
+}
+USER_FIELDS = {"user_id", "user_name", "status", "gold", "diamond", "created_at", "last_login_at"}
+
+
+def signup(client: httpx.Client, name: str, password: str = f.PASSWORD) -> httpx.Response:
+    return client.post("/auth/signup", json={"user_name": name, "password": password})
+
+
+def login(client: httpx.Client, name: str, password: str = f.PASSWORD) -> httpx.Response:
+    return client.post("/auth/login", json={"user_name": name, "password": password})
+
+
+def stored_user(name: str = "", **columns: Any) -> int:
+    """A committed user who logs in with f.PASSWORD (no signup round trip)."""
+    with db.transaction() as session:
+        return f.add_user(session, name or None, **columns).user_id
+
+
+# --- signup -----------------------------------------------------------------
+
+
+def test_signup_creates_a_new_player_with_an_empty_wallet(client: httpx.Client) -> None:
+    r = signup(client, "Alice_01.x-y")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert set(body) == {"user_id", "user_name", "status", "gold", "diamond"}
+    assert isinstance(body["user_id"], int)
+    assert body | {"user_id": 0} == {
+        "user_id": 0,
+        "user_name": "Alice_01.x-y",
+        "status": "new",
+        "gold": 0,
+        "diamond": 0,
+    }
+
+
+def test_signup_refuses_a_name_taken_in_any_letter_case(client: httpx.Client) -> None:
+    assert signup(client, "Alice").status_code == 201
+    for name in ("Alice", "alice", "ALICE"):
+        r = signup(client, name, password="another-password")
+        assert r.status_code == 409, r.text
+        assert "taken" in r.json()["detail"]
+    assert login(client, "alice", "another-password").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"user_name": "ab", "password": "long-enough"},
+        {"user_name": "x" * 33, "password": "long-enough"},
+        {"user_name": "with space", "password": "long-enough"},
+        {"user_name": "émile", "password": "long-enough"},
+        {"user_name": "nul\x00byte", "password": "long-enough"},
+        {"user_name": "bob", "password": "short"},
+        {"user_name": "bob", "password": "p" * 129},
+        {"user_name": "bob"},
+        {"password": "long-enough"},
+        {"user_name": 12345, "password": "long-enough"},
+        {"user_name": "bob", "password": "long-enough", "role": "admin"},
+    ],
+)
+def test_signup_refuses_an_invalid_body_and_stores_nothing(
+    client: httpx.Client, body: dict[str, Any]
+) -> None:
+    r = client.post("/auth/signup", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"]
+    with db.transaction() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 0
+    assert login(client, "bob", "long-enough").status_code == 401
+
+
+def test_signup_accepts_the_boundary_lengths(client: httpx.Client) -> None:
+    assert signup(client, "abc", password="p" * 8).status_code == 201
+    assert signup(client, "y" * 32, password="p" * 128).status_code == 201
+    assert login(client, "y" * 32, "p" * 128).status_code == 200
+
+
+# --- login ------------------------------------------------------------------
+
+
+def test_login_answers_tokens_and_a_stored_sign_in(client: httpx.Client) -> None:
+    user_id = signup(client, "alice").json()["user_id"]
+    r = login(client, "ALICE")  # names match without regard to case
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == SIGN_IN_FIELDS
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == get_settings().token_ttl_seconds
+    assert body["user_id"] == user_id
+    claims = jwt.decode(
+        body["access_token"],
+        security.verifying_key().key,
+        algorithms=["EdDSA"],
+        issuer="questline",
+    )
+    assert claims["sub"] == str(user_id)
+    assert claims["role"] == "player"
+    assert claims["exp"] - claims["iat"] == body["expires_in"]
+    assert {"iat", "exp", "iss", "jti"} <= set(claims)
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    sign_in = client.get(f"/sign-ins/{body['sign_in_id']}", headers=headers)
+    assert sign_in.status_code == 200  # durable before the answer
+
+
+def test_wrong_password_and_unknown_user_get_the_same_401(client: httpx.Client) -> None:
+    stored_user("alice")
+    wrong = login(client, "alice", "wrong-password")
+    unknown = login(client, "nobody", "wrong-password")
+    invalid_name = login(client, "no such name!", "wrong-password")
+    for r in (wrong, unknown, invalid_name):
+        assert r.status_code == 401
+        assert r.json() == wrong.json()
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_login_turns_a_new_player_into_not_new(client: httpx.Client) -> None:
+    assert signup(client, "alice").json()["status"] == "new"
+    token = login(client, "alice").json()["access_token"]
+    me = client.get("/auth/me", headers={"Authorization": f"Bearer {token}"}).json()
+    assert me["status"] == "not_new"
+    assert me["last_login_at"] is not None
+
+
+def test_repeated_failures_for_a_name_are_limited_with_retry_after(client: httpx.Client) -> None:
+    stored_user("alice")
+    limit = get_settings().login_max_failures_per_name
+    for _ in range(limit):
+        assert login(client, "alice", "wrong-password").status_code == 401
+    for password in ("wrong-password", f.PASSWORD):  # even the right one waits now
+        r = login(client, "Alice", password)
+        assert r.status_code == 429, r.text
+        assert 1 <= int(r.headers["retry-after"]) <= get_settings().login_failure_window_seconds
+        assert "too many" in r.json()["detail"]
+    # Other names are not affected.
+    stored_user("bob")
+    assert login(client, "bob").status_code == 200
+
+
+def test_a_successful_login_clears_the_failure_count(client: httpx.Client) -> None:
+    stored_user("alice")
+    limit = get_settings().login_max_failures_per_name
+    for _ in range(limit - 1):
+        assert login(client, "alice", "wrong-password").status_code == 401
+    assert login(client, "alice").status_code == 200
+    for _ in range(limit - 1):
+        assert login(client, "alice", "wrong-password").status_code == 401
+    assert login(client, "alice").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"user_name": "alice"}, {"user_name": "a" * 65, "password": "x"}, []]
+)
+def test_login_refuses_an_invalid_body(client: httpx.Client, body: Any) -> None:
+    assert client.post("/auth/login", json=body).status_code == 422
+
+
+# --- refresh ----------------------------------------------------------------
+
+
+def refresh(client: httpx.Client, token: str) -> httpx.Response:
+    return client.post("/auth/refresh", json={"refresh_token": token})
+
+
+def test_refresh_rotates_the_token_and_is_a_sign_in(client: httpx.Client) -> None:
+    stored_user("alice")
+    first = login(client, "alice").json()
+    r = refresh(client, first["refresh_token"])
+    assert r.status_code == 200, r.text
+    second = r.json()
+    assert set(second) == SIGN_IN_FIELDS
+    assert second["refresh_token"] != first["refresh_token"]
+    assert second["sign_in_id"] > first["sign_in_id"]
+    assert second["user_id"] == first["user_id"]
+    headers = {"Authorization": f"Bearer {second['access_token']}"}
+    assert client.get("/auth/me", headers=headers).status_code == 200
+
+    # The presented token stops working ...
+    assert refresh(client, first["refresh_token"]).status_code == 401
+    # ... and presenting a used one revoked its descendants too.
+    r = refresh(client, second["refresh_token"])
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_reuse_revokes_only_that_login_s_family(client: httpx.Client) -> None:
+    stored_user("alice")
+    phone = login(client, "alice").json()["refresh_token"]
+    laptop = login(client, "alice").json()["refresh_token"]
+    phone_next = refresh(client, phone).json()["refresh_token"]
+    assert refresh(client, phone).status_code == 401  # reuse
+    assert refresh(client, phone_next).status_code == 401
+    assert refresh(client, laptop).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["unknown-token", "x" * 512])
+def test_refresh_refuses_unknown_tokens(client: httpx.Client, token: str) -> None:
+    r = refresh(client, token)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("body", [{}, {"refresh_token": ""}, {"refresh_token": "x" * 513}])
+def test_refresh_refuses_an_invalid_body(client: httpx.Client, body: Any) -> None:
+    assert client.post("/auth/refresh", json=body).status_code == 422
+
+
+def test_refresh_refuses_an_expired_token(client: httpx.Client) -> None:
+    stored_user("alice")
+    token = login(client, "alice").json()["refresh_token"]
+    with db.transaction() as session:
+        session.execute(text("UPDATE refresh_tokens SET expires_at = now() - interval '1 second'"))
+    assert refresh(client, token).status_code == 401
+
+
+# --- /auth/me and bans ------------------------------------------------------
+
+
+def test_me_shows_the_token_user_with_the_wallet(client: httpx.Client) -> None:
+    user_id = stored_user("alice", gold=3, diamond=4)
+    r = client.get("/auth/me", headers=f.bearer(user_id))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == USER_FIELDS
+    assert (body["user_id"], body["user_name"], body["gold"], body["diamond"]) == (
+        user_id,
+        "alice",
+        3,
+        4,
+    )
+    assert (body["status"], body["last_login_at"]) == ("new", None)
+    assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None
+
+
+def test_ban_is_for_admins_and_locks_the_user_out(client: httpx.Client) -> None:
+    admin_id = stored_user("root", role="admin")
+    player_id = stored_user("alice")
+    other_id = stored_user("bob")
+    session = login(client, "alice").json()
+    player = {"Authorization": f"Bearer {session['access_token']}"}
+
+    r = client.post(f"/auth/users/{other_id}/ban", headers=player)
+    assert r.status_code == 403
+    assert client.get("/auth/me", headers=f.bearer(other_id)).json()["status"] == "new"
+    assert client.post("/auth/users/999999/ban", headers=f.bearer(admin_id)).status_code == 404
+    assert client.post("/auth/users/0/ban", headers=f.bearer(admin_id)).status_code == 422
+
+    r = client.post(f"/auth/users/{player_id}/ban", headers=f.bearer(admin_id))
+    assert r.status_code == 200, r.text
+    assert set(r.json()) == USER_FIELDS
+    assert r.json()["status"] == "banned"
+    assert r.json()["user_id"] == player_id
+
+    # Existing access tokens, refresh tokens and passwords all stop working.
+    for path in ("/auth/me", "/me/quests", "/quests", "/me/rewards"):
+        r = client.get(path, headers=player)
+        assert r.status_code == 403, (path, r.text)
+        assert "banned" in r.json()["detail"]
+    assert refresh(client, session["refresh_token"]).status_code == 403
+    assert login(client, "alice").status_code == 403
+    assert client.get("/auth/me", headers=f.bearer(other_id)).status_code == 200
+
+
+def test_jwks_publishes_the_verifying_key(client: httpx.Client) -> None:
+    r = client.get("/.well-known/jwks.json")
+    assert r.status_code == 200
+    [key] = r.json()["keys"]
+    assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("OKP", "Ed25519", "EdDSA", "sig")
+    public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(key["x"] + "=="))
+    user_id = stored_user("alice")
+    token = f.bearer(user_id)["Authorization"].split()[1]
+    assert jwt.get_unverified_header(token)["kid"] == key["kid"]
+    assert jwt.decode(token, public, algorithms=["EdDSA"], issuer="questline")["sub"] == str(
+        user_id
+    )
+
+
+# --- access tokens ----------------------------------------------------------
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], sign: Any) -> str:
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64(sign(signing_input.encode()))}"
+
+
+def claims_for(user_id: int, **changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + 600,
+        "iss": "questline",
+        "jti": uuid.uuid4().hex,
+        "role": "admin",
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def bad_tokens(user_id: int) -> dict[str, str]:
+    kid = security.verifying_key().kid
+    header = {"alg": "EdDSA", "typ": "JWT", "kid": kid}
+    key = security.signing_key()
+    public_pem = get_settings().public_key_path.read_bytes()
+    good = claims_for(user_id)
+
+    def hs256(data: bytes) -> bytes:
+        return hmac.new(public_pem, data, hashlib.sha256).digest()
+
+    stranger = Ed25519PrivateKey.generate()
+    return {
+        "alg none": forge({"alg": "none", "typ": "JWT", "kid": kid}, good, lambda _d: b""),
+        "alg none, no kid": forge({"alg": "none"}, good, lambda _d: b""),
+        "HS256 with the public key": forge({"alg": "HS256", "kid": kid}, good, hs256),
+        "expired": forge(header, claims_for(user_id, iat=1000, exp=2000), key.sign),
+        "wrong issuer": forge(header, claims_for(user_id, iss="someone-else"), key.sign),
+        "no exp": forge(header, claims_for(user_id, exp=None), key.sign),
+        "no iss": forge(header, claims_for(user_id, iss=None), key.sign),
+        "no sub": forge(header, claims_for(user_id, sub=None), key.sign),
+        "unknown role": forge(header, claims_for(user_id, role="root"), key.sign),
+        "unknown user": forge(header, claims_for(987654), key.sign),
+        "unknown kid": forge({**header, "kid": "not-our-key"}, good, key.sign),
+        "signed by another key": forge(header, good, stranger.sign),
+        "bad signature": forge(header, good, key.sign)[:-6] + "AAAAAA",
+        "claims changed after signing": _swap_claims(forge(header, good, key.sign), user_id),
+        "garbage": "not.a.jwt",
+        "empty parts": "..",
+        "one word": "garbage",
+    }
+
+
+def _swap_claims(token: str, user_id: int) -> str:
+    header, _claims, signature = token.split(".")
+    other = b64(json.dumps(claims_for(user_id + 1)).encode())
+    return f"{header}.{other}.{signature}"
+
+
+def test_every_forged_or_broken_token_is_401(client: httpx.Client) -> None:
+    user_id = stored_user("alice", role="admin")
+    # The control: the same construction with the real key and claims is accepted.
+    good = forge(
+        {"alg": "EdDSA", "typ": "JWT", "kid": security.verifying_key().kid},
+        claims_for(user_id),
+        security.signing_key().sign,
+    )
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+
+    for what, token in bad_tokens(user_id).items():
+        for path in ("/auth/me", "/quests", "/me/quests"):
+            r = client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401, (what, path, r.text)
+            assert r.headers["www-authenticate"] == "Bearer", what
+        r = client.post("/rewards", headers={"Authorization": f"Bearer {token}"}, json={})
+        assert r.status_code == 401, (what, r.text)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Token abc", "bearer", "Bearer a b"],
+)
+def test_missing_or_malformed_authorization_is_401(
+    client: httpx.Client, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    for path in ("/auth/me", "/quests", "/rewards/1", "/me/events", "/sign-ins/1"):
+        r = client.get(path, headers=headers)
+        assert r.status_code == 401, (path, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["detail"]
+
+
+def test_a_valid_token_of_a_banned_user_is_403(client: httpx.Client) -> None:
+    user_id = stored_user("alice", status="banned")
+    r = client.get("/auth/me", headers=f.bearer(user_id))
+    assert r.status_code == 403
+    assert r.json() == {"detail": "user is banned"}
