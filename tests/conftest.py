@@ -62,13 +62,16 @@ def clean_state(database: str) -> Iterator[None]:
     with get_engine().begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
         conn.execute(sa.text("DELETE FROM quests WHERE quest_id > 1"))
-        conn.execute(sa.text("DELETE FROM rewards WHERE reward_id > 1"))
         conn.execute(
             sa.text(
                 "UPDATE quests SET name = 'sign-in-three-times', reward_id = 1, "
-                "auto_claim = false, streak = 3, duplication = 2, active = true WHERE quest_id = 1"
+                "auto_claim = false, streak = 3, duplication = 2, active = true, "
+                "description = 'Sign in three times to earn ten diamonds; can be earned twice.' "
+                "WHERE quest_id = 1"
             )
         )
+        # After quest 1 is back on reward 1: a test may have moved it to a new reward.
+        conn.execute(sa.text("DELETE FROM rewards WHERE reward_id > 1"))
         conn.execute(
             sa.text(
                 "UPDATE rewards SET reward_name = 'Ten Diamonds', reward_item = 'diamond', "

@@ -15,7 +15,9 @@ RewardId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class RewardIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON "no" or "1" is not a bool or an int; lax coercion would
+    # silently turn a typo into a catalog change.
+    model_config = ConfigDict(extra="forbid", strict=True)
     reward_name: Name
     reward_item: Literal["gold", "diamond"]
     reward_qty: Quantity
@@ -29,7 +31,7 @@ class RewardOut(BaseModel):
 
 
 class QuestIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Name
     description: Description = ""
     auto_claim: bool = False
@@ -41,7 +43,7 @@ class QuestIn(BaseModel):
 class QuestPatch(BaseModel):
     """Any subset of a quest's fields, plus `active`. Fields may not be null."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Name | None = None
     description: Description | None = None
     auto_claim: bool | None = None
