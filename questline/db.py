@@ -30,6 +30,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_recycle", 1800)
+    if url.startswith(("postgresql+psycopg2", "postgresql:")):
+        # A batch's progress updates go out in pages, not one round trip per row.
+        kwargs.setdefault("executemany_mode", "values_plus_batch")
     return create_engine(url, **kwargs)
 
 

@@ -144,15 +144,14 @@ def lock_progress(
     pairs = sorted((u, q) for u in set(user_ids) for q in quest_ids)
     if not pairs:
         return {}
+    # Parameters as a list (executemany) rather than one literal multi-row VALUES:
+    # the statement compiles once and is cached, instead of once per batch.
     session.execute(
-        _insert(session, UserQuestProgress)
-        .values(
-            [
-                {"user_id": u, "quest_id": q, "curr_streak": 0, "completions": 0, "updated_at": now}
-                for u, q in pairs
-            ]
-        )
-        .on_conflict_do_nothing()
+        _insert(session, UserQuestProgress).on_conflict_do_nothing(),
+        [
+            {"user_id": u, "quest_id": q, "curr_streak": 0, "completions": 0, "updated_at": now}
+            for u, q in pairs
+        ],
     )
     rows = session.scalars(
         select(UserQuestProgress)
