@@ -1,4 +1,4 @@
-"""The `questline` command: serve, db upgrade, create-admin, events, replay."""
+"""The `questline` command: serve, db upgrade, keys, create-admin, events, replay."""
 
 from __future__ import annotations
 
@@ -86,6 +86,20 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(_args: argparse.Namespace) -> int:
+    from questline import security
+
+    settings = get_settings()
+    priv, pub = settings.private_key_path, settings.public_key_path
+    if priv.exists() != pub.exists():
+        print(f"only one of {priv} and {pub} exists; refusing to replace it", file=sys.stderr)
+        return 1
+    existed = priv.exists()
+    security.ensure_keypair(settings)
+    print(f"{'kept' if existed else 'created'} JWT key pair: {priv} (private), {pub} (public)")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from questline.embedded import serve
 
@@ -107,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     db_sub.add_parser("upgrade", help="apply migrations (seed data included)").set_defaults(
         func=_db_upgrade
     )
+
+    sub.add_parser(
+        "keys", help="create the JWT signing key pair (QUESTLINE_JWT_*_KEY_FILE) unless it exists"
+    ).set_defaults(func=_keys)
 
     admin = sub.add_parser("create-admin", help="create an admin user")
     admin.add_argument("name")

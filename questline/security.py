@@ -134,13 +134,25 @@ class VerifyingKey:
     kid: str
 
 
+def _default_keys(settings: Settings) -> bool:
+    """True when no key file is configured: the keys live in the data dir and are
+    generated on first use (embedded mode, tests). A configured key is never made up:
+    a service given only the public key must verify with it, or fail, not mint its own."""
+    return settings.jwt_private_key_file is None and settings.jwt_public_key_file is None
+
+
 @lru_cache
 def verifying_key() -> VerifyingKey:
     settings = get_settings()
     path = settings.public_key_path
-    if not path.exists():
+    if not path.exists() and _default_keys(settings):
         ensure_keypair(settings)
-    key = serialization.load_pem_public_key(path.read_bytes())
+    if path.exists():
+        key = serialization.load_pem_public_key(path.read_bytes())
+    elif settings.private_key_path.exists():
+        key = signing_key().public_key()  # the auth service may hold the private key only
+    else:
+        raise RuntimeError(f"JWT public key {path} not found (QUESTLINE_JWT_PUBLIC_KEY_FILE)")
     if not isinstance(key, Ed25519PublicKey):
         raise RuntimeError(f"{path} is not an Ed25519 public key")
     return VerifyingKey(key, key_id(key))
@@ -149,10 +161,14 @@ def verifying_key() -> VerifyingKey:
 @lru_cache
 def signing_key() -> Ed25519PrivateKey:
     settings = get_settings()
-    ensure_keypair(settings)
-    key = serialization.load_pem_private_key(settings.private_key_path.read_bytes(), None)
+    path = settings.private_key_path
+    if _default_keys(settings):
+        ensure_keypair(settings)
+    if not path.exists():
+        raise RuntimeError(f"JWT private key {path} not found (QUESTLINE_JWT_PRIVATE_KEY_FILE)")
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
     if not isinstance(key, Ed25519PrivateKey):
-        raise RuntimeError(f"{settings.private_key_path} is not an Ed25519 private key")
+        raise RuntimeError(f"{path} is not an Ed25519 private key")
     return key
 
 
