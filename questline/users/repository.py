@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from models import RefreshToken, User
@@ -28,8 +28,8 @@ def get_by_name(session: Session, user_name: str) -> User | None:
     ).one_or_none()
 
 
-def mark_signed_in(session: Session, user_id: int, *, now: datetime) -> bool:
-    """Record a sign-in on the user row; False when the user is (now) banned."""
+def mark_signed_in(session: Session, user_id: int, *, now: datetime) -> str | None:
+    """Record a sign-in on the user row; the user's role, or None when (now) banned."""
     result = session.execute(
         update(User)
         .where(User.user_id == user_id, User.status != "banned")
@@ -37,9 +37,25 @@ def mark_signed_in(session: Session, user_id: int, *, now: datetime) -> bool:
             status="not_new",
             last_login_at=now,
         )
-        .returning(User.user_id)
+        .returning(User.role)
     )
-    return result.scalar_one_or_none() is not None
+    return result.scalar_one_or_none()
+
+
+def use_refresh_token(session: Session, token_hash: str, *, now: datetime) -> Row[int, str] | None:
+    """Mark a live token used, in one statement: (user_id, family_id), or None when the
+    token is unknown, already used, revoked or expired (the caller finds out which)."""
+    return session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.token_hash == token_hash,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+        .values(used_at=now)
+        .returning(RefreshToken.user_id, RefreshToken.family_id)
+    ).one_or_none()
 
 
 def get_refresh_token(

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,7 +57,7 @@ def login(session: Session, *, user_name: str, password: str, client: str) -> Si
     ratelimit.clear_login_failures(user_name)
     if user.status == "banned":
         raise Banned()
-    return _record_sign_in(session, user, family_id=secrets.token_hex(16), via="login")
+    return _record_sign_in(session, user.user_id, family_id=secrets.token_hex(16), via="login")
 
 
 def refresh(session: Session, *, refresh_token: str) -> SignIn:
@@ -66,9 +67,13 @@ def refresh(session: Session, *, refresh_token: str) -> SignIn:
     the caller must commit that revocation before answering.
     """
     now = utcnow()
-    token = repository.get_refresh_token(
-        session, security.hash_refresh_token(refresh_token), for_update=True
-    )
+    token_hash = security.hash_refresh_token(refresh_token)
+    # The frequent case in one statement: a live token of a player who is not banned.
+    live = repository.use_refresh_token(session, token_hash, now=now)
+    if live is not None:
+        return _record_sign_in(session, live.user_id, family_id=live.family_id, via="refresh")
+    # Otherwise say why, in the order the contract wants (ban first).
+    token = repository.get_refresh_token(session, token_hash, for_update=True)
     if token is None:
         raise Unauthorized("unknown refresh token")
     # A ban revokes the user's tokens; their owner must still hear "banned" (403),
@@ -82,36 +87,44 @@ def refresh(session: Session, *, refresh_token: str) -> SignIn:
     if token.expires_at <= now:
         raise Unauthorized("refresh token expired")
     token.used_at = now
-    return _record_sign_in(session, user, family_id=token.family_id, via="refresh")
+    return _record_sign_in(session, user.user_id, family_id=token.family_id, via="refresh")
 
 
-def _record_sign_in(session: Session, user: User, *, family_id: str, via: str) -> SignIn:
-    # One transaction: user row, outbox event and the next refresh token.
+def _record_sign_in(session: Session, user_id: int, *, family_id: str, via: str) -> SignIn:
+    # One transaction: user row, outbox event and the next refresh token, in three
+    # statements (the hot path of every session start).
     now = utcnow()
-    if not repository.mark_signed_in(session, user.user_id, now=now):
+    role = repository.mark_signed_in(session, user_id, now=now)
+    if role is None:
         raise Banned()
-    event = Event(user_id=user.user_id, type=EventType.SIGN_IN, data={"via": via}, created_at=now)
+    sign_in_id = session.execute(
+        insert(Event)
+        .values(
+            user_id=user_id,
+            type=EventType.SIGN_IN,
+            data={"via": via},
+            created_at=now,
+            attempts=0,
+        )
+        .returning(Event.event_id)
+    ).scalar_one()
     raw_refresh = security.new_refresh_token()
-    session.add_all(
-        [
-            event,
-            RefreshToken(
-                token_hash=security.hash_refresh_token(raw_refresh),
-                user_id=user.user_id,
-                family_id=family_id,
-                created_at=now,
-                expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
-            ),
-        ]
+    session.execute(
+        insert(RefreshToken).values(
+            token_hash=security.hash_refresh_token(raw_refresh),
+            user_id=user_id,
+            family_id=family_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
+        )
     )
-    session.flush()
-    access_token, expires_in = security.mint_access_token(user.user_id, user.role)
+    access_token, expires_in = security.mint_access_token(user_id, role)
     return SignIn(
         access_token=access_token,
         expires_in=expires_in,
         refresh_token=raw_refresh,
-        user_id=user.user_id,
-        sign_in_id=event.event_id,
+        user_id=user_id,
+        sign_in_id=sign_in_id,
     )
 
 
