@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -17,15 +18,27 @@ from questline.users import service as users
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login")
 
 
-def get_session() -> Iterator[Session]:
+async def get_session() -> AsyncIterator[Session]:
     """One transaction per request. Writing routes commit explicitly before they
-    answer (so the answer is durable); anything left is rolled back."""
+    answer (so the answer is durable); anything left is rolled back.
+
+    Async so that opening the session (no I/O) and closing an already committed one
+    cost no trip through the thread pool; a rollback that must reach the database
+    still runs there.
+    """
     session = session_factory()()
     try:
         yield session
     finally:
-        session.rollback()
-        session.close()
+        if session.in_transaction():
+            await run_in_threadpool(_discard, session)
+        else:
+            session.close()
+
+
+def _discard(session: Session) -> None:
+    session.rollback()
+    session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
