@@ -16,6 +16,7 @@ from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import Engine, create_engine, event
 
 POLLING_INTERVAL = 0.1
+DRAIN_TIMEOUT = 0.25
 
 
 class Channel(kombu_sqla.Channel):
@@ -35,6 +36,14 @@ class Channel(kombu_sqla.Channel):
 class Transport(kombu_sqla.Transport):
     Channel = Channel
     polling_interval = POLLING_INTERVAL
+
+    def drain_events(self, connection: Any, **kwargs: Any) -> Any:
+        # Celery's worker loop looks for a shutdown request between drains of 2 s, and
+        # drains once more after it sees one: shorter drains stop it in well under a
+        # second instead of about four.
+        if kwargs.get("timeout") is not None:
+            kwargs["timeout"] = min(kwargs["timeout"], DRAIN_TIMEOUT)
+        return super().drain_events(connection, **kwargs)
 
 
 def purge_delivered(broker_file: str) -> int:
