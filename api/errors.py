@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -42,7 +43,36 @@ async def validation_error_handler(_request: Request, exc: Exception) -> Respons
     return Response(body, status_code=422, media_type="application/json")
 
 
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the app really answers: a 422 `detail` is
+    FastAPI's error list or, from the domain, a message; any body may be refused with
+    400 (not JSON text) or 413 (over the size limit) before validation."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        shapes = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in shapes:
+            detail = shapes["HTTPValidationError"]["properties"]["detail"]
+            shapes["HTTPValidationError"]["properties"]["detail"] = {
+                "title": "Detail",
+                "anyOf": [{k: v for k, v in detail.items() if k != "title"}, {"type": "string"}],
+            }
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                if isinstance(operation, dict) and "requestBody" in operation:
+                    answers = operation.setdefault("responses", {})
+                    answers.setdefault("400", {"description": "the body is not JSON text"})
+                    answers.setdefault("413", {"description": "the body is over 64 KiB"})
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, domain_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    _document_errors(app)
     app.add_exception_handler(DBAPIError, database_error_handler)

@@ -852,6 +852,8 @@ def main(argv: list[str] | None = None) -> int:
         broker = redis_server.client()
         engine = db.get_engine()
 
+        last_drain_report = time.monotonic()
+
         def drained() -> bool:
             from sqlalchemy import text
 
@@ -862,7 +864,12 @@ def main(argv: list[str] | None = None) -> int:
                         "AND processed_at IS NULL"
                     )
                 ).scalar_one()
-            return pending == 0 and broker.llen("sign_ins") == 0 and broker.hlen("unacked") == 0
+            left = (pending, broker.llen("sign_ins"), broker.hlen("unacked"))
+            nonlocal last_drain_report
+            if time.monotonic() - last_drain_report > 10:
+                last_drain_report = time.monotonic()
+                log(f"pending sign-ins {left[0]}, queued messages {left[1]}, unacked {left[2]}", t0)
+            return left == (0, 0, 0)
 
         try:
             drain_seconds: float | None = wait_for(drained, args.drain_timeout, "the drain", 0.5)
@@ -1003,7 +1010,8 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("process_sign_in executions", f.get("task_executions")),
         ("  of which repeats of an event", f.get("repeat_executions")),
         ("  absorbed (already processed)", f.get("absorbed")),
-        ("drain_outbox tasks / applied", f"{f.get('drain_tasks')} / {f.get('applied_by_drain')}"),
+        ("drain_outbox tasks finished / applied",
+         f"{f.get('drain_tasks')} / {f.get('applied_by_drain')}"),
         ("applied by the sweeper", f.get("sweeper_applied")),
         ("messages redelivered after kills", f.get("left_unacked")),
         ("SIGKILL worker main / pool child", f"{f.get('main_kills')} / {f.get('child_kills')}"),
