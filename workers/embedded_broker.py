@@ -37,13 +37,13 @@ class Transport(kombu_sqla.Transport):
     Channel = Channel
     polling_interval = POLLING_INTERVAL
 
-    def drain_events(self, connection: Any, **kwargs: Any) -> Any:
+    def drain_events(self, connection: Any, timeout: Any = None, **kwargs: Any) -> Any:
         # Celery's worker loop looks for a shutdown request between drains of 2 s, and
         # drains once more after it sees one: shorter drains stop it in well under a
         # second instead of about four.
-        if kwargs.get("timeout") is not None:
-            kwargs["timeout"] = min(kwargs["timeout"], DRAIN_TIMEOUT)
-        return super().drain_events(connection, **kwargs)
+        if timeout is not None:
+            timeout = min(timeout, DRAIN_TIMEOUT)
+        return super().drain_events(connection, timeout=timeout, **kwargs)
 
 
 def purge_delivered(broker_file: str) -> int:
