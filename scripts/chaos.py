@@ -711,9 +711,11 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--sign-ins", type=int, default=10_000)
-    parser.add_argument("--duration", type=float, default=60.0, help="target load duration, s")
+    parser.add_argument("--users", type=int, help="default 100 (control: 40)")
+    parser.add_argument("--sign-ins", type=int, help="default 10000 (control: 3000)")
+    parser.add_argument(
+        "--duration", type=float, help="target load time, s (default 60, control 40)"
+    )
     parser.add_argument("--negative-control", action="store_true", help="disable the safeguards")
     parser.add_argument("--expect-failure", action="store_true", help="exit 0 only if checks fail")
     parser.add_argument("--no-pg-restart", action="store_true")
@@ -722,8 +724,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, help="s (default 150, control 40)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args(argv)
-    if args.drain_timeout is None:
-        args.drain_timeout = 40.0 if args.negative_control else 150.0
+    # The control only has to show that the checks see faults: a lighter load will do.
+    control = args.negative_control
+    for name, full, light in [
+        ("users", 100, 40),
+        ("sign_ins", 10_000, 3_000),
+        ("duration", 60.0, 40.0),
+        ("drain_timeout", 150.0, 40.0),
+    ]:
+        if getattr(args, name) is None:
+            setattr(args, name, light if control else full)
 
     workdir = Path(tempfile.mkdtemp(prefix="questline-chaos-"))
     probe = workdir / "probe.log"
