@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from models import Event, EventType, User
 from questline import db, outbox
 from questline.catalog import service as catalog
+from questline.config import get_settings
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 
@@ -194,6 +195,7 @@ def test_a_catalog_change_applies_to_sign_ins_stored_after_it(session: Session) 
 def test_process_sign_in_applies_once_however_often_it_is_called(session: Session) -> None:
     user = f.add_user(session)
     [event_id] = f.add_sign_ins(session, user.user_id)
+    f.keep_from_sweeper(session, [event_id])
     session.commit()
 
     first = outbox.process_sign_in(event_id)
@@ -232,3 +234,40 @@ def test_a_streak_change_over_http_applies_to_the_next_sign_in(
     quest = alice.quest()
     assert (quest["streak"], quest["curr_streak"], quest["completions"]) == (2, 0, 1)
     assert quest["status"] == "claimable"
+
+
+def test_failures_dead_letter_an_event_at_max_attempts_and_then_stop_counting(
+    session: Session,
+) -> None:
+    max_attempts = get_settings().max_attempts
+    user = f.add_user(session)
+    [event_id] = f.add_sign_ins(session, user.user_id)
+    f.keep_from_sweeper(session, [event_id])
+    session.commit()
+    failure = RuntimeError("the rule failed")
+
+    for _ in range(max_attempts - 1):
+        outbox.count_failure([event_id], failure)
+    event = session.get(Event, event_id, populate_existing=True)
+    assert event is not None
+    assert (event.attempts, event.dead_at) == (max_attempts - 1, None)
+
+    outbox.count_failure([event_id], failure)
+    session.refresh(event)
+    dead_at = event.dead_at
+    assert event.attempts == max_attempts
+    assert dead_at is not None
+    assert event.last_error == "RuntimeError: the rule failed"
+    assert outbox.stats().dead == 1
+    assert outbox.process_sign_in(event_id).sign_ins == []  # dead events are not applied
+
+    # A second attempt that failed at the same time is not counted on a dead event.
+    outbox.count_failure([event_id], failure)
+    session.refresh(event)
+    assert (event.attempts, event.dead_at) == (max_attempts, dead_at)
+
+    assert outbox.revive(event_id)
+    session.refresh(event)
+    assert (event.attempts, event.dead_at, event.last_error) == (0, None, None)
+    assert outbox.process_sign_in(event_id).sign_ins == [event_id]
+    assert not outbox.revive(event_id)  # processed: nothing to revive

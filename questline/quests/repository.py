@@ -60,21 +60,16 @@ def mark_processed(session: Session, event_ids: Iterable[int], *, now: datetime)
 def record_failure(
     session: Session, event_ids: Sequence[int], *, error: str, max_attempts: int, now: datetime
 ) -> None:
-    """Count a failed attempt; at max_attempts the event goes to the dead-letter state."""
+    """Count a failed attempt; at max_attempts the event goes to the dead-letter state.
+
+    A dead event is left as it is: two attempts that failed at once must not push
+    it past max_attempts or move its dead_at.
+    """
+    live = (Event.event_id.in_(event_ids), Event.processed_at.is_(None), Event.dead_at.is_(None))
     session.execute(
-        update(Event)
-        .where(Event.event_id.in_(event_ids), Event.processed_at.is_(None))
-        .values(attempts=Event.attempts + 1, last_error=error[:2000])
+        update(Event).where(*live).values(attempts=Event.attempts + 1, last_error=error[:2000])
     )
-    session.execute(
-        update(Event)
-        .where(
-            Event.event_id.in_(event_ids),
-            Event.processed_at.is_(None),
-            Event.attempts >= max_attempts,
-        )
-        .values(dead_at=now)
-    )
+    session.execute(update(Event).where(*live, Event.attempts >= max_attempts).values(dead_at=now))
 
 
 def list_unprocessed(session: Session, *, limit: int) -> Sequence[Event]:
