@@ -12,6 +12,7 @@ sign-in is already durable, and the sweeper applies it if a message is lost.
 from __future__ import annotations
 
 import logging
+import time
 
 from questline.config import get_settings
 from questline.kv import KeyValueError, get_kv
@@ -27,11 +28,22 @@ def batching() -> bool:
     return settings.sign_in_dispatch == "batch" and not settings.embedded
 
 
+# After a failed publish, sign-ins skip publishing for this long instead of each
+# waiting out the broker's connect timeout: the answer stays fast during an outage
+# and the sweeper applies what was not announced.
+BROKER_BACKOFF_SECONDS = 1.0
+_broker_quiet_until = 0.0
+
+
 def publish_sign_in(event_id: int, user_id: int | None = None) -> bool:
     """Make sure a worker will apply this stored sign-in soon; False if the broker is away."""
-    if batching():
-        return wake_drainer()
-    return publish_process_sign_in(event_id, user_id)
+    global _broker_quiet_until
+    if time.monotonic() < _broker_quiet_until:
+        return False
+    sent = wake_drainer() if batching() else publish_process_sign_in(event_id, user_id)
+    if not sent:
+        _broker_quiet_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+    return sent
 
 
 def publish_process_sign_in(event_id: int, user_id: int | None = None) -> bool:

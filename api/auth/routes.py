@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 
 from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut, UserOut
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
+from questline.db import session_factory
 from questline.errors import RefreshTokenReused
 from questline.users import service as users
 from workers.publish import publish_sign_in
@@ -34,10 +38,25 @@ def signup(body: SignupIn, session: SessionDep) -> SignupOut:
     return SignupOut.model_validate(user)
 
 
-def _signed_in(sign_in: users.SignIn, background: BackgroundTasks) -> SignInOut:
-    # The sign-in is committed; the message that wakes a worker goes out after the
-    # answer. If it is lost, the outbox sweeper applies the sign-in anyway.
-    background.add_task(publish_sign_in, sign_in.sign_in_id, sign_in.user_id)
+def _sign_in(record: Callable[[Session], users.SignIn]) -> users.SignIn:
+    """Record a sign-in in its own transaction, commit it, then wake a worker.
+
+    Runs in one trip to the thread pool. The message goes out after the commit, so
+    the answer never promises a sign-in that is not stored; if the message is lost,
+    the outbox sweeper applies the sign-in anyway.
+    """
+    with session_factory()() as session:
+        try:
+            sign_in = record(session)
+        except RefreshTokenReused:
+            session.commit()  # keep the family's revocation
+            raise
+        session.commit()
+    publish_sign_in(sign_in.sign_in_id, sign_in.user_id)
+    return sign_in
+
+
+def _answer(sign_in: users.SignIn) -> SignInOut:
     return SignInOut(
         access_token=sign_in.access_token,
         expires_in=sign_in.expires_in,
@@ -56,18 +75,16 @@ def _signed_in(sign_in: users.SignIn, background: BackgroundTasks) -> SignInOut:
         429: {"description": "too many failed attempts; see Retry-After"},
     },
 )
-def login(
-    body: LoginIn, request: Request, session: SessionDep, background: BackgroundTasks
-) -> SignInOut:
+async def login(body: LoginIn, request: Request) -> SignInOut:
     """Check a password; a successful login is one sign-in."""
-    sign_in = users.login(
-        session,
-        user_name=body.user_name,
-        password=body.password,
-        client=client_address(request),
+    client = client_address(request)
+    sign_in = await run_in_threadpool(
+        _sign_in,
+        lambda session: users.login(
+            session, user_name=body.user_name, password=body.password, client=client
+        ),
     )
-    session.commit()
-    return _signed_in(sign_in, background)
+    return _answer(sign_in)
 
 
 @router.post(
@@ -75,15 +92,12 @@ def login(
     response_model=SignInOut,
     responses={401: {"description": "unknown, expired or used token"}, 403: AUTH_ERRORS[403]},
 )
-def refresh(body: RefreshIn, session: SessionDep, background: BackgroundTasks) -> SignInOut:
+async def refresh(body: RefreshIn) -> SignInOut:
     """Trade a refresh token for new tokens; each refresh is one sign-in."""
-    try:
-        sign_in = users.refresh(session, refresh_token=body.refresh_token)
-    except RefreshTokenReused:
-        session.commit()  # keep the family's revocation
-        raise
-    session.commit()
-    return _signed_in(sign_in, background)
+    sign_in = await run_in_threadpool(
+        _sign_in, lambda session: users.refresh(session, refresh_token=body.refresh_token)
+    )
+    return _answer(sign_in)
 
 
 @router.get("/auth/me", response_model=UserOut, responses=AUTH_ERRORS)

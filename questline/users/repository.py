@@ -58,6 +58,48 @@ def use_refresh_token(session: Session, token_hash: str, *, now: datetime) -> Ro
     ).one_or_none()
 
 
+# The whole refresh sign-in in one round trip (PostgreSQL): use the live token, mark
+# the user signed in unless banned, insert the outbox event and the next token.
+_ROTATE_AND_SIGN_IN = """
+WITH used AS (
+    UPDATE refresh_tokens SET used_at = %(now)s
+    WHERE token_hash = %(old_hash)s AND used_at IS NULL AND revoked_at IS NULL
+      AND expires_at > %(now)s
+    RETURNING user_id, family_id
+), signed_in AS (
+    UPDATE users SET status = 'not_new', last_login_at = %(now)s
+    FROM used
+    WHERE users.user_id = used.user_id AND users.status <> 'banned'
+    RETURNING users.user_id, users.role, used.family_id
+), sign_in AS (
+    INSERT INTO events (user_id, type, data, created_at, attempts)
+    SELECT user_id, 'sign_in', '{"via": "refresh"}', %(now)s, 0 FROM signed_in
+    RETURNING event_id, user_id
+), next_token AS (
+    INSERT INTO refresh_tokens (token_hash, user_id, family_id, created_at, expires_at)
+    SELECT %(new_hash)s, user_id, family_id, %(now)s, %(expires_at)s FROM signed_in
+)
+SELECT sign_in.event_id, signed_in.user_id, signed_in.role
+FROM sign_in JOIN signed_in USING (user_id)
+"""
+
+
+def rotate_and_sign_in(
+    session: Session, *, old_hash: str, new_hash: str, now: datetime, expires_at: datetime
+) -> tuple[int, int, str] | None:
+    """(sign_in_id, user_id, role) when the token was live and its user not banned, else
+    None with nothing changed but, for a banned user, the token marked used."""
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            _ROTATE_AND_SIGN_IN,
+            {"now": now, "old_hash": old_hash, "new_hash": new_hash, "expires_at": expires_at},
+        )
+        .one_or_none()
+    )
+    return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
+
+
 def get_refresh_token(
     session: Session, token_hash: str, *, for_update: bool = False
 ) -> RefreshToken | None:
