@@ -36,10 +36,12 @@ async def database_error_handler(_request: Request, exc: Exception) -> JSONRespo
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> Response:
-    """FastAPI's 422, rendered as ASCII JSON: the errors echo the input, and input with a
-    lone surrogate ("\\ud800") cannot be encoded as UTF-8, which made the 422 a 500."""
+    """FastAPI's 422 without the offending input: it may be a password, and input with a
+    lone surrogate ("\\ud800") cannot be encoded as UTF-8 (which made the 422 a 500).
+    Rendered as ASCII JSON, since messages and locations may still carry such text."""
     assert isinstance(exc, RequestValidationError)
-    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
+    body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True)
     return Response(body, status_code=422, media_type="application/json")
 
 

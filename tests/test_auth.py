@@ -102,6 +102,17 @@ def test_signup_refuses_an_invalid_body_and_stores_nothing(
     assert login(client, "bob", "long-enough").status_code == 401
 
 
+def test_a_refused_body_does_not_echo_the_password(client: httpx.Client) -> None:
+    secret = "hunter2-" + "x" * 130  # too long: refused
+    r = client.post("/auth/signup", json={"user_name": "echo-check", "password": secret})
+    assert r.status_code == 422
+    assert [e["loc"] for e in r.json()["detail"]] == [["body", "password"]]
+    assert "hunter2" not in r.text
+    r = client.post("/auth/login", json={"user_name": "echo-check", "password": secret})
+    assert r.status_code == 422
+    assert "hunter2" not in r.text
+
+
 def test_signup_accepts_the_boundary_lengths(client: httpx.Client) -> None:
     assert signup(client, "abc", password="p" * 8).status_code == 201
     assert signup(client, "y" * 32, password="p" * 128).status_code == 201
