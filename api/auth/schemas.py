@@ -20,7 +20,7 @@ class SignupOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     user_id: int
     user_name: str
-    status: str
+    status: Literal["new", "not_new", "banned"]
     gold: int
     diamond: int
 
@@ -43,12 +43,8 @@ class SignInOut(BaseModel):
     sign_in_id: int
 
 
-class UserOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-    user_id: int
-    user_name: str
-    status: str
-    gold: int
-    diamond: int
+class UserOut(SignupOut):
+    """A user with the wallet, as /auth/me and the ban route answer."""
+
     created_at: datetime
     last_login_at: datetime | None
