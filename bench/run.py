@@ -475,13 +475,27 @@ class Connection:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.port = 0
 
     @classmethod
     async def open(cls, port: int) -> Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        conn = cls(reader, writer)
+        conn.port = port
+        return conn
 
     async def request(
+        self, method: str, path: str, body: bytes = b"", headers: str = ""
+    ) -> tuple[int, bytes]:
+        try:
+            return await self._request(method, path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # The server closes keep-alive connections left idle (uvicorn: 5 s).
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            return await self._request(method, path, body, headers)
+
+    async def _request(
         self, method: str, path: str, body: bytes = b"", headers: str = ""
     ) -> tuple[int, bytes]:
         head = (

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # A pending wake-up blocks further ones for at most this long, so a lost
     # wake-up delays the next one by this much (the sweeper still backs it up).
     wakeup_ttl_seconds: float = Field(default=1.0, gt=0)
+    # A drain waits this long before it clears the wake-up flag and reads the
+    # outbox: sign-ins arriving meanwhile join its batch instead of each costing a
+    # message and a task. Adds at most this much lag; keep it well under the TTL.
+    drain_linger_seconds: float = Field(default=0.05, ge=0, le=0.5)
     idempotency_retention_hours: int = Field(default=48, ge=24)
 
     # Seconds before the broker hands a dead worker's unacknowledged message to

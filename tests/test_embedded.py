@@ -280,7 +280,12 @@ def test_sign_ins_left_by_a_crash_are_applied_after_the_next_start(tmp_path: Pat
         carol.wait_processed(stranded, timeout=15)
         q = carol.quest()
         assert (q["curr_streak"], q["completions"]) == (2, 0)
-        assert "sweeper applied 1 stale sign-ins" in again.output()
+        # The sweeper logs after its whole pass, a moment after the commit seen above.
+        support.wait_until(
+            lambda: "sweeper applied 1 stale sign-ins" in again.output(),
+            10,
+            "the sweeper to report the sign-in it applied",
+        )
 
 
 def test_events_and_replay_commands_on_the_test_database(worker: Any) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Task
 
 from questline import db, outbox
+from questline.config import get_settings
 from workers.celery_app import app
 from workers.metrics import observe_applied
 from workers.publish import clear_wakeup, wake_drainer
@@ -40,6 +42,9 @@ def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> di
 @app.task(bind=True, name="questline.drain_outbox", max_retries=MAX_RETRIES)
 def drain_outbox(self: Task) -> dict[str, Any]:
     """Apply every pending sign-in in batches: the coalesced wake-up sent after logins."""
+    if not self.request.retries:
+        # The flag stays set while we linger, so new sign-ins ride on this drain.
+        time.sleep(get_settings().drain_linger_seconds)
     clear_wakeup()
     try:
         # A full batch means more is waiting: recruit an idle worker process to help.
