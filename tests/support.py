@@ -136,8 +136,11 @@ class Process:
         self.log.close()
 
 
-def start_worker(concurrency: int = 2, name: str = "worker", **env: str) -> Process:
-    """A real Celery worker process (prefork pool) on the test broker and database."""
+def start_worker(
+    concurrency: int = 2, name: str = "worker", queues: str | None = None, **env: str
+) -> Process:
+    """A real Celery worker process (prefork pool) on the test broker and database;
+    `queues` (comma-separated) limits what it consumes."""
     worker = Process(
         [
             sys.executable,
@@ -152,6 +155,7 @@ def start_worker(concurrency: int = 2, name: str = "worker", **env: str) -> Proc
             "--without-gossip",
             "--without-mingle",
             f"--hostname={name}-{time.monotonic_ns()}@%h",
+            *([f"--queues={queues}"] if queues else []),
         ],
         child_env(**env),
         name,

@@ -270,3 +270,36 @@ def test_a_poison_sign_in_goes_dead_and_is_replayed_by_an_operator(
     assert json.loads(capsys.readouterr().out) == []
     assert cli.main(["replay", str(poison)]) == 1
     assert "not an unprocessed sign-in" in capsys.readouterr().err
+
+
+def test_a_worker_serves_metrics_from_all_its_pool_processes() -> None:
+    """QUESTLINE_WORKER_METRICS_PORT: sign-ins applied and their lag, summed over the
+    prefork children, in Prometheus text from the worker's main process."""
+    port = support.free_port()
+    with db.transaction() as session:
+        user_id = f.add_user(session).user_id
+        sign_in_ids = f.add_sign_ins(session, user_id, 3)
+        f.keep_from_sweeper(session, sign_in_ids)  # only our messages apply them
+    with support.worker_running(
+        name="metrics", queues="metrics-test", QUESTLINE_WORKER_METRICS_PORT=str(port)
+    ):
+        for sign_in_id in sign_in_ids:
+            process_sign_in.apply_async((sign_in_id,), queue="metrics-test")
+
+        def scraped() -> dict[str, float] | None:
+            try:
+                text_ = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return None
+            values = {
+                line.split()[0]: float(line.split()[1])
+                for line in text_.splitlines()
+                if line.startswith(("questline_sign_ins_processed_total", "questline_sign_in_lag"))
+            }
+            done = values.get("questline_sign_ins_processed_total", 0) == 3
+            return values if done else None
+
+        values = support.wait_until(scraped, 30, "the worker's metrics to count 3 sign-ins")
+    assert values["questline_sign_in_lag_seconds_count"] == 3
+    with db.transaction() as session:
+        assert f.progress(session, user_id, 1) == (0, 1)

@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import tempfile
 
+from prometheus_client import Counter, Histogram, values
+
 from questline.config import get_settings
+from questline.quests.rules import Applied
 
-if get_settings().worker_metrics_port and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="questline-metrics-")
-
-from prometheus_client import Counter, Histogram  # noqa: E402
-
-from questline.quests.rules import Applied  # noqa: E402
+if get_settings().worker_metrics_port:
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="questline-metrics-")
+    # prometheus_client picks its value class when first imported, and Celery's CLI
+    # imports it (through Flower's plugin) before this module runs: choose the
+    # multiprocess one explicitly, so every pool child writes its own file.
+    values.ValueClass = values.MultiProcessValue()
 
 SIGN_INS = Counter("questline_sign_ins_processed_total", "Sign-ins applied to quest progress")
 REWARDS = Counter("questline_rewards_earned_total", "Rewards earned by applied sign-ins")
