@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
+from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Quest, Reward
+from models import Event, EventType, Quest, Reward, User, UserReward
+from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.errors import Conflict, Invalid, NotFound
 
@@ -106,11 +109,69 @@ def update_quest(session: Session, quest_id: int, **changes: Any) -> Quest:
         done = repository.max_completions(session, quest_id)
         if changes["duplication"] < done:
             raise Conflict(f"duplication cannot go below {done}: a user has completed it so often")
+    settle = changes.get("auto_claim") is True and not quest.auto_claim
     for field, value in changes.items():
         setattr(quest, field, value)
     _flush_unique_name(session)
+    if settle:
+        _credit_waiting_rewards(session, quest_id)
     session.refresh(quest)
     return quest
+
+
+def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
+    """A quest switched to auto-claim credits the rewards still waiting to be claimed:
+    the contract says an auto-claim quest never has anything claimable.
+
+    The quest row is locked FOR UPDATE, so no worker applies a sign-in meanwhile;
+    wallets are updated in user_id order, as everywhere else.
+    """
+    now = utcnow()
+    settled = session.execute(
+        update(UserReward)
+        .where(UserReward.quest_id == quest_id, UserReward.status == "not_claimed")
+        .values(status="claimed", claimed_at=now)
+        .returning(
+            UserReward.user_reward_id,
+            UserReward.user_id,
+            UserReward.completion_no,
+            UserReward.reward_item,
+            UserReward.reward_qty,
+        )
+    ).all()
+    if not settled:
+        return
+    credits: dict[int, dict[str, int]] = defaultdict(lambda: {"gold": 0, "diamond": 0})
+    for row in settled:
+        credits[row.user_id][row.reward_item] += row.reward_qty
+    for user_id in sorted(credits):
+        session.execute(
+            update(User)
+            .where(User.user_id == user_id)
+            .values(
+                gold=User.gold + credits[user_id]["gold"],
+                diamond=User.diamond + credits[user_id]["diamond"],
+            )
+        )
+    session.execute(
+        insert(Event),
+        [
+            {
+                "user_id": row.user_id,
+                "type": EventType.REWARD_CLAIMED,
+                "quest_id": quest_id,
+                "created_at": now,
+                "data": {
+                    "user_reward_id": row.user_reward_id,
+                    "completion_no": row.completion_no,
+                    "reward_item": row.reward_item,
+                    "reward_qty": row.reward_qty,
+                    "auto_claim": True,
+                },
+            }
+            for row in sorted(settled, key=lambda r: r.user_reward_id)
+        ],
+    )
 
 
 def _flush_unique_name(session: Session) -> None:
