@@ -235,3 +235,24 @@ def test_switching_a_quest_to_auto_claim_credits_what_was_waiting(
     assert bob.quest()["status"] == "completed"
     claims = [e for e in alice.get("/me/events").json() if e["type"] == "reward_claimed"]
     assert [(e["quest_id"], e["data"]["reward_qty"]) for e in claims] == [(1, 10)]
+
+
+def test_readiness_names_the_database_when_it_is_down() -> None:
+    from tests import support
+
+    dead = f"postgresql+psycopg2://postgres@127.0.0.1:{support.free_port()}/questline"
+    server = support.start_server("api.main:app", QUESTLINE_DATABASE_URL=dead)
+    try:
+        url: str = server.url  # type: ignore[attr-defined]
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        r = httpx.get(f"{url}/readyz", timeout=10)
+        assert r.status_code == 503
+        assert r.json()["failed"] == ["database"]
+        assert r.json()["checks"]["broker"] == "ok"
+        # A request that needs the database is a retryable 503, not a 500.
+        body = {"user_name": "alice", "password": "long-enough"}
+        r = httpx.post(f"{url}/auth/signup", json=body, timeout=10)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+    finally:
+        server.stop()
