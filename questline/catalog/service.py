@@ -9,10 +9,11 @@ from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, Quest, Reward, User, UserReward
+from models import Event, EventType, Quest, Reward, UserReward
 from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.errors import Conflict, Invalid, NotFound
+from questline.users import repository as users_repository
 
 QUEST_FIELDS = ("name", "description", "auto_claim", "streak", "duplication", "reward_id", "active")
 
@@ -144,15 +145,7 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
     credits: dict[int, dict[str, int]] = defaultdict(lambda: {"gold": 0, "diamond": 0})
     for row in settled:
         credits[row.user_id][row.reward_item] += row.reward_qty
-    for user_id in sorted(credits):
-        session.execute(
-            update(User)
-            .where(User.user_id == user_id)
-            .values(
-                gold=User.gold + credits[user_id]["gold"],
-                diamond=User.diamond + credits[user_id]["diamond"],
-            )
-        )
+    users_repository.credit_wallets(session, credits)
     session.execute(
         insert(Event),
         [

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, User, UserReward
+from models import Event, EventType, UserReward
 from models.base import utcnow
 from questline.quests import repository
+from questline.users import repository as users_repository
 
 
 @dataclass
@@ -130,15 +131,7 @@ def apply_sign_ins(
     session.flush()  # progress rows
     if earned:
         session.execute(insert(UserReward), earned)
-    for user_id in sorted(credits):
-        session.execute(
-            update(User)
-            .where(User.user_id == user_id)
-            .values(
-                gold=User.gold + credits[user_id]["gold"],
-                diamond=User.diamond + credits[user_id]["diamond"],
-            )
-        )
+    users_repository.credit_wallets(session, credits)
     if history:
         session.execute(insert(Event), history)
     repository.mark_processed(session, applied.sign_ins, now=now)

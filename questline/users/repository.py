@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import Row, func, select, update
@@ -123,3 +124,18 @@ def revoke_all_for_user(session: Session, user_id: int, *, now: datetime) -> Non
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
+
+
+def credit_wallets(session: Session, credits: Mapping[int, Mapping[str, int]]) -> None:
+    """Add {user_id: {"gold": n, "diamond": m}} to wallets, locking users in user_id
+    order (the last step of the lock order every writer follows)."""
+    for user_id in sorted(credits):
+        amounts = credits[user_id]
+        session.execute(
+            update(User)
+            .where(User.user_id == user_id)
+            .values(
+                gold=User.gold + amounts.get("gold", 0),
+                diamond=User.diamond + amounts.get("diamond", 0),
+            )
+        )
