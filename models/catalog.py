@@ -9,8 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Id, UTCDateTime, utcnow
 
-REWARD_ITEMS = ("gold", "diamond")
-
 
 class Reward(Base):
     __tablename__ = "rewards"

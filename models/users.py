@@ -9,9 +9,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, UTCDateTime, utcnow
 
-USER_STATUSES = ("new", "not_new", "banned")
-ROLES = ("player", "admin")
-
 
 class User(Base):
     __tablename__ = "users"

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from questline.config import Settings, get_settings
+from questline.config import get_settings
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -70,16 +70,6 @@ def session_factory() -> sessionmaker[Session]:
     get_engine()
     assert _sessionmaker is not None
     return _sessionmaker
-
-
-def reset_engine(settings: Settings | None = None) -> None:
-    """Drop the process's engine (after fork, or when tests switch databases)."""
-    global _engine, _sessionmaker
-    with _lock:
-        if _engine is not None:
-            _engine.dispose(close=False)
-        _engine = None
-        _sessionmaker = None
 
 
 def after_fork() -> None:

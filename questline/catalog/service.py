@@ -15,8 +15,6 @@ from questline.catalog import cache, repository
 from questline.errors import Conflict, Invalid, NotFound
 from questline.users import repository as users_repository
 
-QUEST_FIELDS = ("name", "description", "auto_claim", "streak", "duplication", "reward_id", "active")
-
 
 def reward_view(reward: Reward) -> dict[str, Any]:
     return {

@@ -143,13 +143,6 @@ def _record_sign_in(session: Session, user_id: int, *, family_id: str, via: str)
     )
 
 
-def get_user(session: Session, user_id: int) -> User:
-    user = repository.get_by_id(session, user_id)
-    if user is None:
-        raise NotFound("user not found")
-    return user
-
-
 def ban(session: Session, *, user_id: int) -> User:
     """Ban a user: no more logins, refreshes or requests with existing tokens."""
     user = repository.get_by_id(session, user_id, for_update=True)
