@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, User
+from models import Event, EventType
 from models.base import utcnow
 from questline.catalog import repository as catalog_repository
 from questline.catalog import service as catalog
 from questline.errors import Conflict, DomainError, Invalid, NotFound
 from questline.quests import repository
+from questline.users import repository as users_repository
 
 
 def quest_status(*, curr_streak: int, completions: int, duplication: int, claimable: int) -> str:
@@ -73,13 +73,9 @@ def claim(session: Session, *, user_id: int, quest_id: int) -> dict[str, Any]:
     now = utcnow()
     reward.status = "claimed"
     reward.claimed_at = now
-    column = User.gold if reward.reward_item == "gold" else User.diamond
-    gold, diamond = session.execute(
-        update(User)
-        .where(User.user_id == user_id)
-        .values({column: column + reward.reward_qty})
-        .returning(User.gold, User.diamond)
-    ).one()
+    gold, diamond = users_repository.credit_wallet(
+        session, user_id, reward_item=reward.reward_item, reward_qty=reward.reward_qty
+    )
     session.add(
         Event(
             user_id=user_id,

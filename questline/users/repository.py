@@ -139,3 +139,16 @@ def credit_wallets(session: Session, credits: Mapping[int, Mapping[str, int]]) -
                 diamond=User.diamond + amounts.get("diamond", 0),
             )
         )
+
+
+def credit_wallet(
+    session: Session, user_id: int, *, reward_item: str, reward_qty: int
+) -> Row[int, int]:
+    """Add one reward to a user's wallet; the new (gold, diamond)."""
+    column = User.gold if reward_item == "gold" else User.diamond
+    return session.execute(
+        update(User)
+        .where(User.user_id == user_id)
+        .values({column: column + reward_qty})
+        .returning(User.gold, User.diamond)
+    ).one()
