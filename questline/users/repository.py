@@ -1,4 +1,4 @@
-"""Queries on users and refresh tokens."""
+"""Queries on users, their refresh tokens and the sign-in events they record."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from models import RefreshToken, User
+from models import Event, EventType, RefreshToken, User
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
@@ -57,6 +57,41 @@ def use_refresh_token(session: Session, token_hash: str, *, now: datetime) -> Ro
         .values(used_at=now)
         .returning(RefreshToken.user_id, RefreshToken.family_id)
     ).one_or_none()
+
+
+def add_sign_in(session: Session, user_id: int, *, via: str, now: datetime) -> int:
+    """Store a sign-in event in the outbox; its event_id (the sign_in_id)."""
+    return session.execute(
+        insert(Event)
+        .values(
+            user_id=user_id,
+            type=EventType.SIGN_IN,
+            data={"via": via},
+            created_at=now,
+            attempts=0,
+        )
+        .returning(Event.event_id)
+    ).scalar_one()
+
+
+def add_refresh_token(
+    session: Session,
+    token_hash: str,
+    *,
+    user_id: int,
+    family_id: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    session.execute(
+        insert(RefreshToken).values(
+            token_hash=token_hash,
+            user_id=user_id,
+            family_id=family_id,
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
 
 
 # The whole refresh sign-in in one round trip (PostgreSQL): use the live token, mark

@@ -6,11 +6,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, RefreshToken, User
+from models import User
 from models.base import utcnow
 from questline import ratelimit, security
 from questline.config import get_settings
@@ -107,31 +106,20 @@ def refresh(session: Session, *, refresh_token: str) -> SignIn:
 
 def _record_sign_in(session: Session, user_id: int, *, family_id: str, via: str) -> SignIn:
     # One transaction: user row, outbox event and the next refresh token, in three
-    # statements (the hot path of every session start).
+    # statements (every login, and refreshes where rotate_and_sign_in is unavailable).
     now = utcnow()
     role = repository.mark_signed_in(session, user_id, now=now)
     if role is None:
         raise Banned()
-    sign_in_id = session.execute(
-        insert(Event)
-        .values(
-            user_id=user_id,
-            type=EventType.SIGN_IN,
-            data={"via": via},
-            created_at=now,
-            attempts=0,
-        )
-        .returning(Event.event_id)
-    ).scalar_one()
+    sign_in_id = repository.add_sign_in(session, user_id, via=via, now=now)
     raw_refresh = security.new_refresh_token()
-    session.execute(
-        insert(RefreshToken).values(
-            token_hash=security.hash_refresh_token(raw_refresh),
-            user_id=user_id,
-            family_id=family_id,
-            created_at=now,
-            expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
-        )
+    repository.add_refresh_token(
+        session,
+        security.hash_refresh_token(raw_refresh),
+        user_id=user_id,
+        family_id=family_id,
+        now=now,
+        expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
     )
     access_token, expires_in = security.mint_access_token(user_id, role)
     return SignIn(
