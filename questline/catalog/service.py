@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, Quest, Reward, UserReward
+from models import EventType, Quest, Reward
 from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.errors import Conflict, Invalid, NotFound
+from questline.quests import repository as quests_repository
 from questline.users import repository as users_repository
 
 
@@ -126,26 +126,15 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
     wallets are updated in user_id order, as everywhere else.
     """
     now = utcnow()
-    settled = session.execute(
-        update(UserReward)
-        .where(UserReward.quest_id == quest_id, UserReward.status == "not_claimed")
-        .values(status="claimed", claimed_at=now)
-        .returning(
-            UserReward.user_reward_id,
-            UserReward.user_id,
-            UserReward.completion_no,
-            UserReward.reward_item,
-            UserReward.reward_qty,
-        )
-    ).all()
+    settled = quests_repository.settle_unclaimed(session, quest_id, now=now)
     if not settled:
         return
     credits: dict[int, dict[str, int]] = defaultdict(lambda: {"gold": 0, "diamond": 0})
     for row in settled:
         credits[row.user_id][row.reward_item] += row.reward_qty
     users_repository.credit_wallets(session, credits)
-    session.execute(
-        insert(Event),
+    quests_repository.add_events(
+        session,
         [
             {
                 "user_id": row.user_id,

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, select, tuple_, update
+from sqlalchemy import Row, and_, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -227,6 +227,37 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
             Event.type == EventType.SIGN_IN,
         )
     ).one_or_none()
+
+
+def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Append history entries (one executemany)."""
+    if rows:
+        session.execute(insert(Event), rows)
+
+
+def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert earned rewards (one executemany)."""
+    if rows:
+        session.execute(insert(UserReward), rows)
+
+
+def settle_unclaimed(
+    session: Session, quest_id: int, *, now: datetime
+) -> Sequence[Row[int, int, int, str, int]]:
+    """Mark every waiting reward of a quest claimed; the rows it changed (user_reward_id,
+    user_id, completion_no, reward_item, reward_qty)."""
+    return session.execute(
+        update(UserReward)
+        .where(UserReward.quest_id == quest_id, UserReward.status == "not_claimed")
+        .values(status="claimed", claimed_at=now)
+        .returning(
+            UserReward.user_reward_id,
+            UserReward.user_id,
+            UserReward.completion_no,
+            UserReward.reward_item,
+            UserReward.reward_qty,
+        )
+    ).all()
 
 
 # --- idempotency keys -------------------------------------------------------

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, UserReward
+from models import EventType
 from models.base import utcnow
 from questline.quests import repository
 from questline.users import repository as users_repository
@@ -129,11 +128,9 @@ def apply_sign_ins(
                 )
 
     session.flush()  # progress rows
-    if earned:
-        session.execute(insert(UserReward), earned)
+    repository.add_earned_rewards(session, earned)
     users_repository.credit_wallets(session, credits)
-    if history:
-        session.execute(insert(Event), history)
+    repository.add_events(session, history)
     repository.mark_processed(session, applied.sign_ins, now=now)
     applied.rewards_earned = len(earned)
     applied.history_events = len(history)
