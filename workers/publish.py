@@ -3,9 +3,10 @@
 By default (with Redis) a sign-in does not get a message of its own: the API sends
 one `questline.drain_outbox` wake-up if none is pending, and the worker that takes
 it applies every pending sign-in in batches. A Redis flag marks "a wake-up is
-queued and no drain has started since"; the drain clears it before it looks at the
-outbox, so a sign-in committed before the flag was seen is always found either by
-that drain or by the one its own wake-up starts. All of this is best-effort: the
+queued and no drain has cleared the flag since"; the drain lingers
+drain_linger_seconds (sign-ins meanwhile join it), then clears the flag before it
+looks at the outbox, so a sign-in committed before the flag was seen is always found
+either by that drain or by the one its own wake-up starts. All of this is best-effort: the
 sign-in is already durable, and the sweeper applies it if a message is lost.
 """
 
@@ -59,7 +60,7 @@ def publish_process_sign_in(event_id: int, user_id: int | None = None) -> bool:
 
 
 def wake_drainer() -> bool:
-    """Queue a drain_outbox wake-up unless one is already queued and not yet started."""
+    """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the flag."""
     from workers.tasks import drain_outbox
 
     ttl_ms = int(get_settings().wakeup_ttl_seconds * 1000)
