@@ -6,8 +6,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.fields import EncodableStr
+from questline.users.repository import USER_NAME_RE
 
-USER_NAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+# The one definition of a valid user name, shared with the domain and the CLI.
+USER_NAME_PATTERN = USER_NAME_RE.pattern
 
 
 class SignupIn(BaseModel):
