@@ -11,21 +11,18 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 
-def _storable(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 def _encodable(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def _storable(value: str) -> str:
+    _encodable(value)
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
