@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models import Event, EventType
+from models import Event, EventType, UserReward
 from models.base import utcnow
 from questline.catalog import repository as catalog_repository
 from questline.catalog import service as catalog
@@ -123,7 +123,8 @@ def claim_once(session: Session, *, user_id: int, quest_id: int, key: str) -> St
     return answer
 
 
-def reward_view(reward: Any) -> dict[str, Any]:
+def earned_reward_view(reward: UserReward) -> dict[str, Any]:
+    """One earned reward as /me/rewards shows it."""
     return {
         "user_reward_id": reward.user_reward_id,
         "quest_id": reward.quest_id,
@@ -136,12 +137,14 @@ def reward_view(reward: Any) -> dict[str, Any]:
 
 
 def my_rewards(session: Session, *, user_id: int) -> list[dict[str, Any]]:
-    return [reward_view(r) for r in repository.list_rewards(session, user_id)]
+    """A player's earned rewards, newest first."""
+    return [earned_reward_view(r) for r in repository.list_rewards(session, user_id)]
 
 
 def my_events(
     session: Session, *, user_id: int, limit: int, before: int | None
 ) -> list[dict[str, Any]]:
+    """A player's history, newest first, older than event `before` when given."""
     return [
         {
             "event_id": e.event_id,
@@ -155,6 +158,7 @@ def my_events(
 
 
 def sign_in_status(session: Session, *, user_id: int, sign_in_id: int) -> dict[str, Any]:
+    """Whether a player's sign-in is applied yet; NotFound for anyone else's."""
     event = repository.get_sign_in(session, user_id, sign_in_id)
     if event is None:
         raise NotFound("sign-in not found")
