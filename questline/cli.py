@@ -38,7 +38,7 @@ def _create_admin(args: argparse.Namespace) -> int:
         return 2
     from questline.users.repository import USER_NAME_RE
 
-    if not USER_NAME_RE.match(args.name):
+    if not USER_NAME_RE.fullmatch(args.name):
         print("name must be 3-32 characters of A-Z a-z 0-9 _ . -", file=sys.stderr)
         return 2
     try:

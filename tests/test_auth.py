@@ -421,3 +421,20 @@ def test_a_valid_token_of_a_banned_user_is_403(client: httpx.Client) -> None:
     r = client.get("/auth/me", headers=f.bearer(user_id))
     assert r.status_code == 403
     assert r.json() == {"detail": "user is banned"}
+
+
+def test_create_admin_refuses_a_name_the_api_would_refuse(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from questline import cli, db
+    from questline.users import repository
+
+    monkeypatch.setenv("QUESTLINE_ADMIN_PASSWORD", "admin-password-1")
+    assert cli.main(["create-admin", "boss\n"]) == 2  # `$` alone would let the newline in
+    assert "name must be" in capsys.readouterr().err
+    assert cli.main(["create-admin", "boss"]) == 0
+    with db.transaction() as session:
+        assert repository.get_by_name(session, "boss\n") is None
+        user = repository.get_by_name(session, "BOSS")
+        assert user is not None
+        assert user.role == "admin"

@@ -22,7 +22,7 @@ def get_by_id(session: Session, user_id: int, *, for_update: bool = False) -> Us
 
 
 def get_by_name(session: Session, user_name: str) -> User | None:
-    if not USER_NAME_RE.match(user_name):
+    if not USER_NAME_RE.fullmatch(user_name):
         return None  # cannot exist; also keeps NUL bytes and the like away from SQL
     return session.scalars(
         select(User).where(func.lower(User.user_name) == user_name.lower())
