@@ -382,6 +382,22 @@ def _ceiling_loop(dsn: str, n_users: int, seconds: float, out: Any) -> None:
     out.put(done)
 
 
+def rate_across_processes(
+    loop: Callable[..., None], args: tuple[Any, ...], processes: int, seconds: float
+) -> float:
+    """Run `loop(*args, seconds, out)` in forked processes; each puts how many it did.
+    The summed count per second."""
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=loop, args=(*args, seconds, out)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=seconds + 60) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
 def measure_ceiling(b: Bench, seconds: float) -> float:
     n_users = 10_000
     b.reset()
@@ -391,18 +407,7 @@ def measure_ceiling(b: Bench, seconds: float) -> float:
         "updated_at) SELECT g, 1, 0, 0, now() FROM generate_series(1, %s) g",
         (n_users,),
     )
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_ceiling_loop, args=(b.dsn, n_users, seconds, out))
-        for _ in range(b.processes)
-    ]
-    for p in procs:
-        p.start()
-    total = sum(out.get(timeout=seconds + 60) for _ in procs)
-    for p in procs:
-        p.join()
-    return total / seconds
+    return rate_across_processes(_ceiling_loop, (b.dsn, n_users), b.processes, seconds)
 
 
 # --- (b) Celery's floor -------------------------------------------------------
@@ -667,18 +672,7 @@ def measure_bare_argon2(b: Bench, seconds: float) -> float:
     from questline import security
 
     password_hash = security.hash_password(PASSWORD)
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_verify_loop, args=(password_hash, seconds, out))
-        for _ in range(b.processes)
-    ]
-    for p in procs:
-        p.start()
-    total = sum(out.get(timeout=seconds + 60) for _ in procs)
-    for p in procs:
-        p.join()
-    return total / seconds
+    return rate_across_processes(_verify_loop, (password_hash,), b.processes, seconds)
 
 
 def measure_login(b: Bench, seconds: float) -> tuple[float, int]:
