@@ -11,8 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from models import User
-from questline.db import session_factory
 from questline.errors import Forbidden, Unauthorized
+from questline.infra.db import session_factory
 from questline.users import service as users
 
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login")

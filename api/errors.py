@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
 
-from questline import db
 from questline.errors import DomainError
+from questline.infra import db
 
 
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from questline import outbox
 from questline.config import get_settings
-from questline.db import session_factory
+from questline.infra.db import session_factory
 
 REQUESTS = Counter(
     "questline_http_requests_total",
@@ -72,7 +72,7 @@ def check_broker() -> None:
     settings = get_settings()
     if settings.redis_url is None:
         return  # embedded: the broker lives in the database checked above
-    from questline.kv import get_kv
+    from questline.infra.kv import get_kv
 
     get_kv().ping()
 

@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     os.environ.update(b.env)  # this process publishes tasks and mints tokens too
     sys.path.insert(0, str(ROOT))
-    from questline import migrate
+    from questline.infra import migrate
 
     migrate.upgrade(database_url)
 

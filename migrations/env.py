@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from models import Base
-from questline.db import make_engine
+from questline.infra.db import make_engine
 
 config = context.config
 target_metadata = Base.metadata

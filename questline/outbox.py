@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from models.base import utcnow
-from questline import db
 from questline.config import get_settings
+from questline.infra import db
 from questline.quests import repository
 from questline.quests.rules import Applied, apply_sign_ins
 

@@ -6,7 +6,7 @@ import logging
 
 from questline.config import get_settings
 from questline.errors import TooManyAttempts
-from questline.kv import KeyValueError, get_kv
+from questline.infra.kv import KeyValueError, get_kv
 
 log = logging.getLogger(__name__)
 

@@ -764,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
 
     reset_database(PG_SERVER, args.database)
-    from questline import db, migrate
+    from questline.infra import db, migrate
     from questline.users import service as users
 
     migrate.upgrade(database_url)

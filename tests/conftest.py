@@ -45,7 +45,7 @@ def _check_services() -> None:
 def database() -> Iterator[str]:
     """A fresh test database, migrated with the seed catalog."""
     _check_services()
-    from questline import migrate
+    from questline.infra import migrate
 
     migrate.upgrade(support.DATABASE_URL)
     return support.DATABASE_URL
@@ -57,7 +57,7 @@ TABLES = "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, e
 @pytest.fixture(autouse=True)
 def clean_state(database: str) -> Iterator[None]:
     """Each test starts from the seed catalog with no users, and an empty Redis db."""
-    from questline.db import get_engine
+    from questline.infra.db import get_engine
 
     with get_engine().begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
@@ -84,7 +84,7 @@ def clean_state(database: str) -> Iterator[None]:
 
 @pytest.fixture
 def session() -> Iterator[Session]:
-    from questline.db import session_factory
+    from questline.infra.db import session_factory
 
     with session_factory()() as s:
         yield s
@@ -180,7 +180,7 @@ def make_player(client: httpx.Client) -> Any:
 
 @pytest.fixture
 def admin(client: httpx.Client) -> Player:
-    from questline import db
+    from questline.infra import db
     from questline.users import service as users
 
     with db.transaction() as s:

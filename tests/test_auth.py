@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select, text
 
 from models import User
-from questline import db, security
+from questline import security
 from questline.config import get_settings
+from questline.infra import db
 from tests import factories as f
 
 SIGN_IN_FIELDS = {
@@ -426,7 +427,8 @@ def test_a_valid_token_of_a_banned_user_is_403(client: httpx.Client) -> None:
 def test_create_admin_refuses_a_name_the_api_would_refuse(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from questline import cli, db
+    from questline.commands import cli
+    from questline.infra import db
     from questline.users import repository
 
     monkeypatch.setenv("QUESTLINE_ADMIN_PASSWORD", "admin-password-1")

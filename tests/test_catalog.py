@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from questline import db
+from questline.infra import db
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 

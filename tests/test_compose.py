@@ -149,7 +149,7 @@ def test_service_commands_name_importable_asgi_apps(service: str) -> None:
 def test_celery_and_questline_commands_exist(capsys: pytest.CaptureFixture[str]) -> None:
     from click.testing import CliRunner
 
-    from questline import cli
+    from questline.commands import cli
     from workers import app
 
     assert {"questline.process_sign_in", "questline.sweep_outbox"} <= set(app.tasks)

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from questline import db
 from questline.catalog import cache
 from questline.config import get_settings
+from questline.infra import db
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 

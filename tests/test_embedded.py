@@ -293,7 +293,7 @@ def test_events_and_replay_commands_on_the_test_database(worker: Any) -> None:
     and a real worker applies it."""
     from models import Event
     from models.base import utcnow
-    from questline import db
+    from questline.infra import db
     from questline.quests import repository
     from questline.users import service as users
 

@@ -20,7 +20,8 @@ from api.catalog.main import app as catalog_app
 from api.limits import MAX_BODY_BYTES
 from api.processing.main import app as processing_app
 from models import User
-from questline import db, security
+from questline import security
+from questline.infra import db
 from tests import support
 
 # --- schema fuzzing ---------------------------------------------------------------

@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from questline import db, outbox
+from questline import outbox
 from questline.catalog import cache
+from questline.infra import db
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 from tests import support

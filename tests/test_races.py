@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 
 from models import Event, EventType, Quest, Reward, User, UserQuestProgress, UserReward
 from models.base import utcnow
-from questline import db, outbox
+from questline import outbox
 from questline.catalog import cache
 from questline.catalog import service as catalog
 from questline.errors import Conflict
+from questline.infra import db
 from questline.quests import service as quests
 
 THREADS = 20

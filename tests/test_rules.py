@@ -14,9 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Event, EventType, User
-from questline import db, outbox
+from questline import outbox
 from questline.catalog import service as catalog
 from questline.config import get_settings
+from questline.infra import db
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 

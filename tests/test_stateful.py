@@ -27,9 +27,10 @@ from sqlalchemy import select
 
 from models import Event, EventType, Quest, Reward, User, UserQuestProgress, UserReward
 from models.base import utcnow
-from questline import db, outbox
+from questline import outbox
 from questline.catalog import cache
 from questline.errors import DomainError
+from questline.infra import db
 from questline.quests import service as quests
 from questline.quests.rules import apply_sign_ins
 

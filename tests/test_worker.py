@@ -17,9 +17,10 @@ import pytest
 from sqlalchemy import func, select, text
 
 from models import Event, EventType, User
-from questline import cli, db
 from questline.catalog import cache
+from questline.commands import cli
 from questline.config import get_settings
+from questline.infra import db
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 from tests import support
@@ -203,7 +204,7 @@ def test_readiness_names_the_broker_when_it_is_down(
 
 def questline(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "questline.cli", *args],
+        [sys.executable, "-m", "questline.commands.cli", *args],
         env=support.child_env(),
         cwd=support.ROOT,
         capture_output=True,

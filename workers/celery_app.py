@@ -6,7 +6,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from questline import db
+from questline.infra import db
 
 app = Celery("questline")
 app.config_from_object("celeryconfig")

@@ -16,7 +16,7 @@ import logging
 import time
 
 from questline.config import get_settings
-from questline.kv import KeyValueError, get_kv
+from questline.infra.kv import KeyValueError, get_kv
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 from celery import Task
 
-from questline import db, outbox
+from questline import outbox
 from questline.config import get_settings
+from questline.infra import db
 from workers.celery_app import app
 from workers.metrics import observe_applied
 from workers.publish import clear_wakeup, wake_drainer

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut, UserOut
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
-from questline.db import session_factory
 from questline.errors import RefreshTokenReused
+from questline.infra.db import session_factory
 from questline.users import service as users
 from workers.publish import publish_sign_in
 

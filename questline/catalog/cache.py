@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from questline.config import get_settings
-from questline.kv import KeyValueError, get_kv
+from questline.infra.kv import KeyValueError, get_kv
 
 log = logging.getLogger(__name__)
 

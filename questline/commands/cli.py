@@ -12,7 +12,7 @@ from questline.config import get_settings
 
 
 def _db_upgrade(_args: argparse.Namespace) -> int:
-    from questline import migrate
+    from questline.infra import migrate
 
     migrate.upgrade()
     print(f"database is at the latest migration: {_safe_url()}")
@@ -26,8 +26,8 @@ def _safe_url() -> str:
 
 
 def _create_admin(args: argparse.Namespace) -> int:
-    from questline import db
     from questline.errors import DomainError
+    from questline.infra import db
     from questline.users import service as users
 
     password = os.environ.get("QUESTLINE_ADMIN_PASSWORD") or getpass.getpass(
@@ -101,7 +101,7 @@ def _keys(_args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from questline.embedded import serve
+    from questline.commands.embedded import serve
 
     code: int = serve(host=args.host, port=args.port)
     return code

@@ -11,13 +11,13 @@ the main thread and its own signal handling, and a broker file survives restarts
 the way Redis does. The transport polls every 0.1 s (workers/embedded_broker.py),
 so a sign-in is applied within a few hundred milliseconds. The `solo` pool runs
 one task at a time, which is all SQLite allows anyway: every write transaction
-takes the database's write lock up front (questline.db), so the app's requests
+takes the database's write lock up front (questline.infra.db), so the app's requests
 and the worker never interleave a read-modify-write. Messages lost in a crash
 are harmless: the sign-ins are in the outbox, and the worker's sweeper applies
 them after the next start.
 
 The app's own process keeps what the production services keep in Redis (rate
-limits, catalog cache) in memory (questline.kv), so embedded mode is one app
+limits, catalog cache) in memory (questline.infra.kv), so embedded mode is one app
 process on one machine: see the README for what it is for and where it stops.
 """
 
@@ -72,7 +72,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
 
 def _prepare(settings: Settings) -> None:
     """Data dir, signing keys, schema and seed catalog; idempotent, so every start runs it."""
-    from questline import migrate, security
+    from questline import security
+    from questline.infra import migrate
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
