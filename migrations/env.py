@@ -25,6 +25,11 @@ def run_migrations_online() -> None:
 
 
 def _run(connection: object) -> None:
+    if connection.dialect.name == "sqlite":  # type: ignore[attr-defined]
+        # Rebuilding a table that others reference (batch mode) needs foreign keys off;
+        # the pragma only takes effect outside a transaction, so it goes to the driver
+        # before Alembic begins one. The engine is disposed after the migration.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[attr-defined]
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

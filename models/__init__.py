@@ -2,19 +2,32 @@
 
 from models.base import Base
 from models.catalog import Quest, Reward
+from models.credentials import ApiKey
 from models.events import Event, EventType
-from models.progress import IdempotencyKey, UserQuestProgress, UserReward
+from models.progress import (
+    IdempotencyKey,
+    QuestPeriodProgress,
+    RewardStatus,
+    UserQuestProgress,
+    UserReward,
+)
 from models.users import RefreshToken, User
+from models.wallet import LedgerEntry, WalletBalance
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Event",
     "EventType",
     "IdempotencyKey",
+    "LedgerEntry",
+    "QuestPeriodProgress",
     "Quest",
     "RefreshToken",
     "Reward",
+    "RewardStatus",
     "User",
     "UserQuestProgress",
     "UserReward",
+    "WalletBalance",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, func, literal_column
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func, literal_column
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, UTCDateTime, utcnow
@@ -13,8 +13,6 @@ from models.base import Base, Id, UTCDateTime, utcnow
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("gold >= 0", name="gold_non_negative"),
-        CheckConstraint("diamond >= 0", name="diamond_non_negative"),
         CheckConstraint("status IN ('new', 'not_new', 'banned')", name="status_valid"),
         CheckConstraint("role IN ('player', 'admin')", name="role_valid"),
         # Names are unique without regard to case.
@@ -24,12 +22,12 @@ class User(Base):
     user_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     user_name: Mapped[str] = mapped_column(String(32))
     password_hash: Mapped[str] = mapped_column(String(255))
-    gold: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    diamond: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
     role: Mapped[str] = mapped_column(String(16), default="player", server_default="player")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # IANA zone stamped on each event the user makes; gold and diamond live in `wallets`.
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
 
 class RefreshToken(Base):
