@@ -30,7 +30,7 @@ def v1_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
         admin.dispose()
         url = f"{support.PG_SERVER}/{name}"
     migrate.upgrade(url, "0002")
-    yield url
+    return url
 
 
 def _stamp(engine: sa.Engine, value: datetime) -> object:
@@ -169,7 +169,8 @@ def test_v1_data_survives_the_upgrade(v1_database: str) -> None:
         )
         assert lifetime == [(1, 1, 2, 0, 0), (1, 2, 0, 0, 0), (2, 1, 1, 0, 0), (2, 2, 2, 0, 0)]
         statuses = _rows(
-            conn, "SELECT user_id, quest_id, completion_no, status FROM user_rewards ORDER BY 1, 2, 3"
+            conn,
+            "SELECT user_id, quest_id, completion_no, status FROM user_rewards ORDER BY 1, 2, 3",
         )
         assert statuses == [
             (1, 1, 1, "claimed"),
@@ -213,7 +214,8 @@ def test_v1_data_survives_the_upgrade(v1_database: str) -> None:
         assert session.get(Reward, 1).items == [{"item": "diamond", "qty": 10}]  # type: ignore[union-attr]
         assert session.get(Reward, 2).items == [{"item": "gold", "qty": 50}]  # type: ignore[union-attr]
         quest = session.get(Quest, 1)
-        assert quest is not None and quest.trigger == {"event": "sign_in"}
+        assert quest is not None
+        assert quest.trigger == {"event": "sign_in"}
         assert quest.requires == []
         reward = session.scalars(sa.select(UserReward).where(UserReward.user_reward_id == 4)).one()
         assert reward.items == [{"item": "gold", "qty": 50}]
@@ -225,7 +227,10 @@ def test_v1_data_survives_the_upgrade(v1_database: str) -> None:
             )
         )
         session.execute(
-            sa.text("INSERT INTO events (user_id, type, data, created_at) VALUES (1, 'match_won', '{}', :t)"),
+            sa.text(
+                "INSERT INTO events (user_id, type, data, created_at) "
+                "VALUES (1, 'match_won', '{}', :t)"
+            ),
             {"t": _stamp(engine, T0)},
         )
         with pytest.raises(sa.exc.IntegrityError), session.begin_nested():
