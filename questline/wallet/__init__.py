@@ -1,1 +1,1 @@
-"""Wallets of any item: balances, and the ledger whose source keys make a double credit impossible."""
+"""Wallets of any item: balances, and a ledger whose source keys rule out a double credit."""
