@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.fields import EncodableStr
+from api.fields import EncodableStr, StorableStr
 from questline.users.repository import USER_NAME_RE
 
 # The one definition of a valid user name, shared with the domain and the CLI.
@@ -50,3 +50,24 @@ class UserOut(SignupOut):
 
     created_at: datetime
     last_login_at: datetime | None
+
+
+ScopeName = Literal["events:write", "events:backfill"]
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: StorableStr = Field(min_length=1, max_length=100, pattern=r"\S")
+    scopes: list[ScopeName] = Field(min_length=1, max_length=2)
+
+
+class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    key_id: int
+    name: str
+    scopes: list[ScopeName]
+    created_at: datetime
+
+
+class NewApiKeyOut(ApiKeyOut):
+    api_key: str = Field(description="The secret: shown only in this answer, stored only hashed")

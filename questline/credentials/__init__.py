@@ -1,0 +1,1 @@
+"""Service credentials: API keys with scopes, for game servers that send events."""
