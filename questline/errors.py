@@ -29,6 +29,14 @@ class Invalid(DomainError):
     detail = "invalid request"
 
 
+class QuestInvalid(Invalid):
+    """A quest definition a designer must fix: `field` names the part, the detail says why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class Unauthorized(DomainError):
     status_code = 401
     detail = "not authenticated"
