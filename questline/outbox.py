@@ -1,5 +1,12 @@
-"""The sign-in outbox: processing events in their own transactions, the sweeper,
-dead letters and replay. Celery tasks and the CLI are thin callers of this module."""
+"""The outbox of inputs (sign-ins and gameplay events): applying them in their own
+transactions, the sweeper, dead letters and replay. Celery tasks and the CLI are thin
+callers of this module.
+
+An input that fails for a reason other than a transient database error (an event the
+engine cannot evaluate, a definition it cannot read, a constraint it breaks) fails
+alone: a failed batch is retried one input at a time, the failure is counted against
+that input with its error, and at max_attempts the input is dead-lettered.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,14 @@ from models.base import utcnow
 from questline.config import get_settings
 from questline.infra import db
 from questline.quests import repository
-from questline.quests.rules import Applied, apply_sign_ins
+from questline.quests.rules import Applied, apply_inputs
 
 log = logging.getLogger(__name__)
 
 
 def process_sign_in(event_id: int) -> Applied:
-    """Apply one sign-in in its own transaction; a no-op if it is already processed.
+    """Apply one input (a sign-in or a gameplay event) in its own transaction; a no-op
+    if it is already processed.
 
     Waits for the event's lock, so a duplicate delivery that races the first one
     finds the event processed once the first commits. Failures are counted (in a
@@ -28,7 +36,7 @@ def process_sign_in(event_id: int) -> Applied:
     guard = not get_settings().unsafe_disable_idempotency_guard
     try:
         with db.transaction() as session:
-            return apply_sign_ins(session, event_ids=[event_id], wait=True, guard=guard)
+            return apply_inputs(session, event_ids=[event_id], wait=True, guard=guard)
     except Exception as exc:
         count_failure([event_id], exc)
         raise
@@ -40,9 +48,9 @@ def drain(
     limit: int | None = None,
     on_full_batch: Callable[[], object] | None = None,
 ) -> Applied:
-    """Apply pending sign-ins in batches until none is left that nobody else holds.
+    """Apply pending inputs in batches until none is left that nobody else holds.
 
-    A batch that fails is retried one event at a time, so a poison event fails
+    A batch that fails is retried one input at a time, so a poison input fails
     (and is eventually dead-lettered) alone. `on_full_batch` is called after each
     full batch (more is probably waiting), e.g. to wake another worker.
     """
@@ -53,14 +61,14 @@ def drain(
         created_before = utcnow() - timedelta(seconds=created_before_seconds)
         try:
             with db.transaction() as session:
-                applied = apply_sign_ins(session, created_before=created_before, limit=batch)
+                applied = apply_inputs(session, created_before=created_before, limit=batch)
         except Exception as exc:
             if db.is_transient(exc):
                 raise
-            log.exception("batch failed; applying its events one at a time")
+            log.exception("batch failed; applying its inputs one at a time")
             applied = _drain_one_by_one(created_before, batch)
         _merge(total, applied)
-        if len(applied.sign_ins) < batch:
+        if len(applied.inputs) < batch:
             return total
         if on_full_batch is not None:
             on_full_batch()
@@ -70,23 +78,23 @@ def _drain_one_by_one(created_before: Any, batch: int) -> Applied:
     with db.transaction() as session:
         candidates = [
             row.event_id
-            for row in repository.lock_sign_ins(session, created_before=created_before, limit=batch)
+            for row in repository.lock_inputs(session, created_before=created_before, limit=batch)
         ]
     total = Applied()
     for event_id in candidates:
         try:
             with db.transaction() as session:
-                _merge(total, apply_sign_ins(session, event_ids=[event_id]))
+                _merge(total, apply_inputs(session, event_ids=[event_id]))
         except Exception as exc:
             if db.is_transient(exc):
                 raise
-            log.exception("sign-in %s failed", event_id)
+            log.exception("input %s failed", event_id)
             count_failure([event_id], exc)
     return total
 
 
 def _merge(total: Applied, part: Applied) -> None:
-    total.sign_ins += part.sign_ins
+    total.inputs += part.inputs
     total.users.update(part.users)
     total.lag_seconds += part.lag_seconds
     total.rewards_earned += part.rewards_earned
@@ -106,11 +114,11 @@ def count_failure(event_ids: Sequence[int], exc: BaseException) -> None:
                 now=utcnow(),
             )
     except Exception:
-        log.warning("could not record failure of sign-ins %s", list(event_ids), exc_info=True)
+        log.warning("could not record failure of inputs %s", list(event_ids), exc_info=True)
 
 
 def sweep() -> Applied:
-    """Apply sign-ins left unprocessed longer than sweep_after_seconds, and purge old
+    """Apply inputs left unprocessed longer than sweep_after_seconds, and purge old
     idempotency keys. Safe to run on every worker at once."""
     settings = get_settings()
     applied = drain(created_before_seconds=settings.sweep_after_seconds)
@@ -136,10 +144,13 @@ def stats() -> OutboxStats:
 
 
 def list_unprocessed(limit: int = 100) -> list[dict[str, Any]]:
+    """Unprocessed inputs, pending or dead ("sign_in_id" is v1's name for event_id)."""
     with db.transaction() as session:
         return [
             {
                 "sign_in_id": e.event_id,
+                "event_id": e.event_id,
+                "type": e.type,
                 "user_id": e.user_id,
                 "state": "dead" if e.dead_at is not None else "pending",
                 "attempts": e.attempts,

@@ -15,7 +15,7 @@ import pytest
 from questline import outbox
 from questline.catalog import cache
 from questline.infra import db
-from questline.quests.rules import apply_sign_ins
+from questline.quests.rules import apply_inputs
 from tests import factories as f
 from tests import support
 
@@ -48,13 +48,13 @@ def player_with_sign_ins(n: int = 0) -> tuple[int, dict[str, str]]:
     with db.transaction() as session:
         user_id = f.add_user(session).user_id
         if n:
-            apply_sign_ins(session, event_ids=f.add_sign_ins(session, user_id, n))
+            apply_inputs(session, event_ids=f.add_sign_ins(session, user_id, n))
     return user_id, f.bearer(user_id)
 
 
 def sign_in(user_id: int, n: int) -> None:
     with db.transaction() as session:
-        apply_sign_ins(session, event_ids=f.add_sign_ins(session, user_id, n))
+        apply_inputs(session, event_ids=f.add_sign_ins(session, user_id, n))
 
 
 def auto_quest(streak: int = 1, duplication: int = 3) -> int:

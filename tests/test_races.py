@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models import Event, EventType, Quest, Reward, User, UserQuestProgress, UserReward
-from models.base import utcnow
+from models import Event, EventType, User, UserReward
 from questline import outbox
 from questline.catalog import cache
 from questline.catalog import service as catalog
 from questline.errors import Conflict
 from questline.infra import db
 from questline.quests import service as quests
+from questline.wallet.repository import balances
+from tests import factories as f
 
 THREADS = 20
 SEED_QUEST = 1  # sign-in-three-times: streak 3, duplication 2, 10 diamonds by hand
@@ -65,32 +66,20 @@ def new_user(name: str) -> int:
 def store_sign_ins(user_id: int, n: int) -> list[int]:
     """n unprocessed sign-in events, as a login stores them."""
     with db.transaction() as s:
-        events = [
-            Event(
-                user_id=user_id, type=EventType.SIGN_IN, data={"via": "test"}, created_at=utcnow()
-            )
-            for _ in range(n)
-        ]
-        s.add_all(events)
-        s.flush()
-        return [e.event_id for e in events]
+        return f.add_sign_ins(s, user_id, n)
 
 
 def new_quest(*, streak: int, duplication: int, auto_claim: bool, item: str, qty: int) -> int:
     with db.transaction() as s:
-        reward = Reward(reward_name=f"{qty} {item}", reward_item=item, reward_qty=qty)
-        s.add(reward)
-        s.flush()
-        quest = Quest(
-            name=f"race-{streak}-{duplication}-{item}",
-            reward_id=reward.reward_id,
+        quest_id = f.add_quest(
+            s,
             streak=streak,
             duplication=duplication,
             auto_claim=auto_claim,
-        )
-        s.add(quest)
-        s.flush()
-        quest_id = quest.quest_id
+            item=item,
+            qty=qty,
+            name=f"race-{streak}-{duplication}-{item}",
+        ).quest_id
     cache.invalidate()
     return quest_id
 
@@ -98,25 +87,25 @@ def new_quest(*, streak: int, duplication: int, auto_claim: bool, item: str, qty
 def state(user_id: int, quest_id: int) -> tuple[int, int, int, int]:
     """(curr_streak, completions, rewards earned, rewards claimed)."""
     with db.transaction() as s:
-        row = s.get(UserQuestProgress, (user_id, quest_id))
+        curr_streak, completions = f.progress(s, user_id, quest_id)
         rewards = s.scalars(
             select(UserReward).where(UserReward.user_id == user_id, UserReward.quest_id == quest_id)
         ).all()
         numbers = sorted(r.completion_no for r in rewards)
         assert numbers == list(range(1, len(rewards) + 1)), f"completion numbers {numbers}"
         return (
-            row.curr_streak if row else 0,
-            row.completions if row else 0,
+            curr_streak,
+            completions,
             len(rewards),
             sum(r.status == "claimed" for r in rewards),
         )
 
 
 def wallet(user_id: int) -> tuple[int, int]:
+    """(gold, diamond)."""
     with db.transaction() as s:
-        user = s.get(User, user_id)
-        assert user is not None
-        return user.gold, user.diamond
+        held = balances(s, user_id)
+        return held["gold"], held["diamond"]
 
 
 def applications(sign_in_id: int) -> int:
@@ -142,7 +131,7 @@ def test_the_same_sign_in_delivered_20_times_at_once_is_applied_once() -> None:
     results = race([lambda: outbox.process_sign_in(sign_in)] * THREADS)
 
     no_errors(results)
-    assert sum(len(r.sign_ins) for r in results) == 1
+    assert sum(len(r.inputs) for r in results) == 1
     assert state(user, SEED_QUEST) == (1, 0, 0, 0)
     assert applications(sign_in) == 1
 
@@ -155,7 +144,7 @@ def test_20_sign_ins_of_one_user_at_once_grant_exactly_the_cap() -> None:
     results = race([lambda e=e: outbox.process_sign_in(e) for e in sign_ins])
 
     no_errors(results)
-    assert sorted(e for r in results for e in r.sign_ins) == sign_ins
+    assert sorted(e for r in results for e in r.inputs) == sign_ins
     assert state(user, capped) == (0, 3, 3, 3)  # exactly 3 grants, all auto-claimed
     assert state(user, SEED_QUEST) == (0, 2, 2, 0)  # 20 sign-ins // 3, capped at 2
     assert wallet(user) == (21, 0)

@@ -1,4 +1,5 @@
-"""The quest rules (questline.quests.rules.apply_sign_ins) on real PostgreSQL rows.
+"""The engine's shell (questline.quests.rules.apply_inputs) on sign-ins: the seed quest
+and v1-shaped quests behave exactly as v1, on real PostgreSQL rows.
 
 Most tests insert a user and sign-in events and apply them in one uncommitted
 transaction, so no worker can take the events first; the transaction is rolled
@@ -10,15 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, User
+from models import Event, EventType
 from questline import outbox
 from questline.catalog import service as catalog
 from questline.config import get_settings
 from questline.infra import db
-from questline.quests.rules import apply_sign_ins
+from questline.quests.rules import apply_inputs
+from questline.wallet.repository import balances
 from tests import factories as f
 
 SEED_QUEST = 1  # sign-in-three-times: streak 3, duplication 2, 10 diamonds, claimed by hand
@@ -28,8 +29,8 @@ def sign_in(session: Session, user_id: int, n: int = 1) -> list[int]:
     """Store n sign-ins and apply them, one call per sign-in as the task does."""
     ids = f.add_sign_ins(session, user_id, n)
     for event_id in ids:
-        applied = apply_sign_ins(session, event_ids=[event_id], wait=True)
-        assert applied.sign_ins == [event_id]
+        applied = apply_inputs(session, event_ids=[event_id], wait=True)
+        assert applied.inputs == [event_id]
     return ids
 
 
@@ -56,7 +57,7 @@ def test_a_sign_in_advances_the_streak_and_is_marked_processed(session: Session)
     assert event.processed_at is not None
     [progress] = f.events(session, user.user_id, EventType.QUEST_PROGRESS)
     assert progress.quest_id == SEED_QUEST
-    assert progress.data == {"sign_in_id": event_id, "curr_streak": 1}
+    assert progress.data == {"sign_in_id": event_id, "event_id": event_id, "curr_streak": 1}
     assert f.rewards(session, user.user_id, SEED_QUEST) == []
 
 
@@ -75,8 +76,7 @@ def test_the_streak_completes_the_quest_resets_and_waits_for_a_manual_claim(
     [reward] = f.rewards(session, user.user_id, SEED_QUEST)
     assert (reward.completion_no, reward.reward_item, reward.reward_qty) == (1, "diamond", 10)
     assert (reward.status, reward.claimed_at) == ("not_claimed", None)
-    session.refresh(user)
-    assert (user.gold, user.diamond) == (0, 0)  # manual quest: nothing credited yet
+    assert balances(session, user.user_id) == {"gold": 0, "diamond": 0}  # claimed by hand
 
     sign_in(session, user.user_id)  # the streak starts over after a completion
     assert f.progress(session, user.user_id, SEED_QUEST) == (1, 1)
@@ -106,16 +106,16 @@ def test_auto_claim_credits_the_wallet_in_the_grant_transaction(session: Session
     session.commit()  # the user and quest exist for the other connection below
     ids = f.add_sign_ins(session, user.user_id, 2)
     for event_id in ids:
-        apply_sign_ins(session, event_ids=[event_id])
+        apply_inputs(session, event_ids=[event_id])
 
     # Before commit another connection sees neither the reward nor the credit ...
     with db.session_factory()() as other:
-        assert other.scalar(select(User.gold).where(User.user_id == user.user_id)) == 0
+        assert balances(other, user.user_id)["gold"] == 0
         assert f.rewards(other, user.user_id, quest.quest_id) == []
     session.commit()
     # ... and after it, both.
     with db.session_factory()() as other:
-        assert other.scalar(select(User.gold).where(User.user_id == user.user_id)) == 7
+        assert balances(other, user.user_id)["gold"] == 7
         [reward] = f.rewards(other, user.user_id, quest.quest_id)
         assert reward.status == "claimed"
         assert reward.claimed_at is not None
@@ -142,8 +142,8 @@ def test_several_active_quests_advance_independently(session: Session) -> None:
     assert f.progress(session, user.user_id, SEED_QUEST) == (2, 1)
     assert f.progress(session, user.user_id, every_other.quest_id) == (1, 2)
     assert f.progress(session, user.user_id, five_auto.quest_id) == (0, 1)
-    session.refresh(user)
-    assert (user.gold, user.diamond) == (0, 3)  # only the auto-claim quest pays at once
+    # Only the auto-claim quest pays at once.
+    assert balances(session, user.user_id) == {"gold": 0, "diamond": 3}
     assert [r.status for r in f.rewards(session, user.user_id, every_other.quest_id)] == [
         "not_claimed",
         "not_claimed",
@@ -153,8 +153,7 @@ def test_several_active_quests_advance_independently(session: Session) -> None:
     assert f.progress(session, user.user_id, five_auto.quest_id) == (0, 1)
     assert f.progress(session, user.user_id, every_other.quest_id) == (0, 3)
     assert f.progress(session, user.user_id, SEED_QUEST) == (0, 2)
-    session.refresh(user)
-    assert user.diamond == 3
+    assert balances(session, user.user_id)["diamond"] == 3
 
 
 def test_inactive_quests_are_ignored(session: Session) -> None:
@@ -165,8 +164,7 @@ def test_inactive_quests_are_ignored(session: Session) -> None:
 
     assert f.progress(session, user.user_id, hidden.quest_id) == (0, 0)
     assert all(e.quest_id != hidden.quest_id for e in f.events(session, user.user_id))
-    session.refresh(user)
-    assert user.gold == 0
+    assert balances(session, user.user_id)["gold"] == 0
     assert f.progress(session, user.user_id, SEED_QUEST) == (2, 0)
 
 
@@ -174,9 +172,9 @@ def test_one_batch_applies_many_users_sign_ins_in_order(session: Session) -> Non
     ann, bob = f.add_user(session), f.add_user(session)
     ids = f.add_sign_ins(session, ann.user_id, 3) + f.add_sign_ins(session, bob.user_id, 2)
 
-    applied = apply_sign_ins(session, event_ids=ids)
+    applied = apply_inputs(session, event_ids=ids)
 
-    assert sorted(applied.sign_ins) == sorted(ids)
+    assert sorted(applied.inputs) == sorted(ids)
     assert applied.rewards_earned == 1
     assert f.progress(session, ann.user_id, SEED_QUEST) == (0, 1)
     assert f.progress(session, bob.user_id, SEED_QUEST) == (2, 0)
@@ -202,8 +200,8 @@ def test_process_sign_in_applies_once_however_often_it_is_called(session: Sessio
     first = outbox.process_sign_in(event_id)
     again = outbox.process_sign_in(event_id)
 
-    assert first.sign_ins == [event_id]
-    assert again.sign_ins == []
+    assert first.inputs == [event_id]
+    assert again.inputs == []
     assert f.progress(session, user.user_id, SEED_QUEST) == (1, 0)
     assert len(f.events(session, user.user_id, EventType.QUEST_PROGRESS)) == 1
 
@@ -214,7 +212,7 @@ def test_without_the_processed_guard_a_second_delivery_would_double_apply(
     # The negative control: it is the guard, not luck, that keeps duplicates out.
     user = f.add_user(session)
     [event_id] = sign_in(session, user.user_id)
-    apply_sign_ins(session, event_ids=[event_id], guard=False)
+    apply_inputs(session, event_ids=[event_id], guard=False)
     assert f.progress(session, user.user_id, SEED_QUEST) == (2, 0)
 
 
@@ -260,7 +258,7 @@ def test_failures_dead_letter_an_event_at_max_attempts_and_then_stop_counting(
     assert dead_at is not None
     assert event.last_error == "RuntimeError: the rule failed"
     assert outbox.stats().dead == 1
-    assert outbox.process_sign_in(event_id).sign_ins == []  # dead events are not applied
+    assert outbox.process_sign_in(event_id).inputs == []  # dead events are not applied
 
     # A second attempt that failed at the same time is not counted on a dead event.
     outbox.count_failure([event_id], failure)
@@ -270,5 +268,5 @@ def test_failures_dead_letter_an_event_at_max_attempts_and_then_stop_counting(
     assert outbox.revive(event_id)
     session.refresh(event)
     assert (event.attempts, event.dead_at, event.last_error) == (0, None, None)
-    assert outbox.process_sign_in(event_id).sign_ins == [event_id]
+    assert outbox.process_sign_in(event_id).inputs == [event_id]
     assert not outbox.revive(event_id)  # processed: nothing to revive

@@ -25,14 +25,15 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select
 
-from models import Event, EventType, Quest, Reward, User, UserQuestProgress, UserReward
-from models.base import utcnow
+from models import Event, EventType, User, UserReward
 from questline import outbox
 from questline.catalog import cache
 from questline.errors import DomainError
 from questline.infra import db
 from questline.quests import service as quests
-from questline.quests.rules import apply_sign_ins
+from questline.quests.rules import apply_inputs
+from questline.wallet.repository import balances
+from tests import factories as f
 
 SEED_QUEST = 1  # streak 3, duplication 2, 10 diamonds, claimed by hand
 USERS = ("ann", "bob")
@@ -63,18 +64,15 @@ class QuestlineMachine(RuleBasedStateMachine):
                 s.add(user)
                 s.flush()
                 self.user_ids[name] = user.user_id
-            reward = Reward(reward_name="Five Gold", reward_item="gold", reward_qty=5)
-            s.add(reward)
-            s.flush()
-            auto = Quest(
+            auto = f.add_quest(
+                s,
                 name="every-second-sign-in",
-                reward_id=reward.reward_id,
                 streak=2,
                 duplication=3,
                 auto_claim=True,
+                item="gold",
+                qty=5,
             )
-            s.add(auto)
-            s.flush()
             self.quests = {
                 SEED_QUEST: {"streak": 3, "dup": 2, "auto": False, "item": "diamond", "qty": 10},
                 auto.quest_id: {"streak": 2, "dup": 3, "auto": True, "item": "gold", "qty": 5},
@@ -107,15 +105,7 @@ class QuestlineMachine(RuleBasedStateMachine):
     def sign_in(self, name: str) -> int:
         """A login stores a sign-in event in the outbox."""
         with db.transaction() as s:
-            event = Event(
-                user_id=self.user_ids[name],
-                type=EventType.SIGN_IN,
-                data={"via": "test"},
-                created_at=utcnow(),
-            )
-            s.add(event)
-            s.flush()
-            event_id = event.event_id
+            [event_id] = f.add_sign_ins(s, self.user_ids[name])
         self.owner[event_id] = name
         return event_id
 
@@ -125,7 +115,7 @@ class QuestlineMachine(RuleBasedStateMachine):
         applied = outbox.process_sign_in(event_id)
         name = self.owner[event_id]
         first = event_id not in self.applied[name]
-        assert applied.sign_ins == ([event_id] if first else [])
+        assert applied.inputs == ([event_id] if first else [])
         self.applied[name].add(event_id)
 
     @rule(event_id=sign_ins, batch=st.booleans())
@@ -134,9 +124,9 @@ class QuestlineMachine(RuleBasedStateMachine):
         try:
             with db.transaction() as s:
                 if batch:
-                    apply_sign_ins(s, limit=50)
+                    apply_inputs(s, limit=50)
                 else:
-                    apply_sign_ins(s, event_ids=[event_id], wait=True)
+                    apply_inputs(s, event_ids=[event_id], wait=True)
                 s.flush()
                 raise Crash
         except Crash:
@@ -146,8 +136,8 @@ class QuestlineMachine(RuleBasedStateMachine):
     def sweep(self) -> None:
         """The sweeper (or a drain wake-up) applies every pending sign-in."""
         applied = outbox.drain()
-        assert sorted(applied.sign_ins) == sorted(self.pending())
-        for event_id in applied.sign_ins:
+        assert sorted(applied.inputs) == sorted(self.pending())
+        for event_id in applied.inputs:
             self.applied[self.owner[event_id]].add(event_id)
 
     @rule(name=st.sampled_from(USERS))
@@ -216,8 +206,7 @@ class QuestlineMachine(RuleBasedStateMachine):
             for name, user_id in self.user_ids.items():
                 wallet = {"gold": 0, "diamond": 0}
                 for quest_id, q in self.quests.items():
-                    row = s.get(UserQuestProgress, (user_id, quest_id))
-                    got = (row.curr_streak, row.completions) if row else (0, 0)
+                    got = f.progress(s, user_id, quest_id)
                     assert got == self.expected(name, quest_id), (name, quest_id)
                     rewards = s.scalars(
                         select(UserReward).where(
@@ -231,9 +220,7 @@ class QuestlineMachine(RuleBasedStateMachine):
                     assert len(claimed) == want <= len(rewards)
                     for r in claimed:
                         wallet[r.reward_item] += r.reward_qty
-                user = s.get(User, user_id)
-                assert user is not None
-                assert (user.gold, user.diamond) == (wallet["gold"], wallet["diamond"])
+                assert balances(s, user_id) == wallet
 
 
 QuestlineMachine.TestCase.settings = settings(

@@ -16,12 +16,13 @@ import httpx
 import pytest
 from sqlalchemy import func, select, text
 
-from models import Event, EventType, User
+from models import Event, EventType
 from questline.catalog import cache
 from questline.commands import cli
 from questline.config import get_settings
 from questline.infra import db
-from questline.quests.rules import apply_sign_ins
+from questline.quests.rules import apply_inputs
+from questline.wallet.repository import balances
 from tests import factories as f
 from tests import support
 from workers.tasks import process_sign_in
@@ -102,9 +103,7 @@ def test_twenty_concurrent_sign_ins_of_one_player_all_count(client: httpx.Client
         assert f.progress(session, user_id, slow) == (20 - 14, 2)
         assert f.progress(session, user_id, every) == (0, 20)
         assert f.progress(session, user_id, 1) == (0, 2)  # capped after 6
-        user = session.get(User, user_id)
-        assert user is not None
-        assert (user.gold, user.diamond) == (20, 0)
+        assert balances(session, user_id) == {"gold": 20, "diamond": 0}
         assert len(f.rewards(session, user_id, every)) == 20
     assert quest_events_per_quest(user_id) == {1: 6, slow: 20, every: 20}
 
@@ -113,7 +112,7 @@ def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Clien
     with db.transaction() as session:
         user_id = f.add_user(session).user_id
         quest_id = f.add_quest(session, streak=1, duplication=5, item="gold", qty=7).quest_id
-        apply_sign_ins(session, event_ids=f.add_sign_ins(session, user_id, 5))
+        apply_inputs(session, event_ids=f.add_sign_ins(session, user_id, 5))
     cache.invalidate()
     headers = f.bearer(user_id)
 
@@ -129,9 +128,7 @@ def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Clien
     assert statuses == [200] * 5 + [409] * 15
     assert sorted(body["claimable"] for status, body in answers if status == 200) == [0, 1, 2, 3, 4]
     with db.transaction() as session:
-        user = session.get(User, user_id)
-        assert user is not None
-        assert user.gold == 5 * 7
+        assert balances(session, user_id)["gold"] == 5 * 7
         assert [r.status for r in f.rewards(session, user_id, quest_id)] == ["claimed"] * 5
         assert len(f.events(session, user_id, EventType.REWARD_CLAIMED)) == 5
 
@@ -140,7 +137,8 @@ def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Clien
         session.execute(
             text("UPDATE quests SET duplication = 7 WHERE quest_id = :q"), {"q": quest_id}
         )
-        apply_sign_ins(session, event_ids=f.add_sign_ins(session, user_id, 2))
+        f.catalog_changed(session)
+        apply_inputs(session, event_ids=f.add_sign_ins(session, user_id, 2))
     cache.invalidate()
     with ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(claim, ["same-key"] * 10))
@@ -150,7 +148,7 @@ def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Clien
     assert answers[0][0] == 200
     assert answers[0][1]["claimable"] == 1
     with db.transaction() as session:
-        assert session.scalar(select(User.gold).where(User.user_id == user_id)) == 6 * 7
+        assert balances(session, user_id)["gold"] == 6 * 7
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +218,8 @@ def test_a_poison_sign_in_goes_dead_and_is_replayed_by_an_operator(
     with db.transaction() as session:
         # A wallet one credit away from BIGINT overflow: granting this auto-claim
         # reward fails inside the rule's transaction, every time.
-        poisoned = f.add_user(session, diamond=2**63 - 5).user_id
+        poisoned = f.add_user(session).user_id
+        f.set_balance(session, poisoned, "diamond", 2**63 - 5)
         healthy = f.add_user(session).user_id
         f.add_quest(session, streak=1, duplication=5, auto_claim=True, item="diamond", qty=10)
         [poison] = f.add_sign_ins(session, poisoned)
@@ -258,15 +257,13 @@ def test_a_poison_sign_in_goes_dead_and_is_replayed_by_an_operator(
     )
 
     with db.transaction() as session:  # the operator fixes the cause ...
-        session.execute(text("UPDATE users SET diamond = 0 WHERE user_id = :u"), {"u": poisoned})
+        f.set_balance(session, poisoned, "diamond", 0)
     assert cli.main(["replay", str(poison)]) == 0  # ... and replays the sign-in
     assert "re-enqueued" in capsys.readouterr().out
 
     support.wait_until(lambda: processed_sign_ins(poisoned) == 1, 20, "the replayed sign-in")
     with db.transaction() as session:
-        user = session.get(User, poisoned)
-        assert user is not None
-        assert user.diamond == 10
+        assert balances(session, poisoned)["diamond"] == 10
     assert cli.main(["events", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert cli.main(["replay", str(poison)]) == 1

@@ -30,7 +30,7 @@ LAG = Histogram(
 
 
 def observe_applied(applied: Applied) -> None:
-    SIGN_INS.inc(len(applied.sign_ins))
+    SIGN_INS.inc(len(applied.inputs))
     REWARDS.inc(applied.rewards_earned)
     for lag in applied.lag_seconds:
         LAG.observe(lag)

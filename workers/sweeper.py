@@ -33,8 +33,8 @@ class SweeperThread(threading.Thread):
             try:
                 applied = outbox.sweep()
                 observe_applied(applied)
-                if applied.sign_ins:
-                    log.info("sweeper applied %d stale sign-ins", len(applied.sign_ins))
+                if applied.inputs:
+                    log.info("sweeper applied %d stale inputs", len(applied.inputs))
             except Exception:
                 log.warning("outbox sweep failed; will try again", exc_info=True)
 

@@ -24,7 +24,8 @@ def backoff(retries: int) -> float:
 
 @app.task(bind=True, name="questline.process_sign_in", max_retries=MAX_RETRIES)
 def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> dict[str, Any]:
-    """Apply one sign-in to quest progress, exactly once however often it is delivered."""
+    """Apply one input (a sign-in or a gameplay event) to quest progress, exactly once
+    however often it is delivered. (The v1 name is kept: brokers and Flower know it.)"""
     try:
         applied = outbox.process_sign_in(event_id)
     except Exception as exc:
@@ -35,14 +36,15 @@ def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> di
     return {
         "event_id": event_id,
         "user_id": user_id,
-        "outcome": "applied" if applied.sign_ins else "already processed",
+        "outcome": "applied" if applied.inputs else "already processed",
         "rewards_earned": applied.rewards_earned,
     }
 
 
 @app.task(bind=True, name="questline.drain_outbox", max_retries=MAX_RETRIES)
 def drain_outbox(self: Task) -> dict[str, Any]:
-    """Apply every pending sign-in in batches: the coalesced wake-up sent after logins."""
+    """Apply every pending input in batches: the coalesced wake-up sent after logins and
+    event ingestion."""
     if not self.request.retries:
         # The flag stays set while we linger, so new sign-ins ride on this drain.
         time.sleep(get_settings().drain_linger_seconds)
@@ -57,9 +59,9 @@ def drain_outbox(self: Task) -> dict[str, Any]:
     observe_applied(applied)
     lags = applied.lag_seconds
     return {
-        "applied": len(applied.sign_ins),
-        "first_sign_in_id": min(applied.sign_ins, default=None),
-        "last_sign_in_id": max(applied.sign_ins, default=None),
+        "applied": len(applied.inputs),
+        "first_sign_in_id": min(applied.inputs, default=None),
+        "last_sign_in_id": max(applied.inputs, default=None),
         "rewards_earned": applied.rewards_earned,
         "max_lag_seconds": round(max(lags), 3) if lags else None,
     }
@@ -67,7 +69,7 @@ def drain_outbox(self: Task) -> dict[str, Any]:
 
 @app.task(name="questline.sweep_outbox")
 def sweep_outbox() -> dict[str, Any]:
-    """Apply sign-ins whose message never arrived (also run by every worker on a timer)."""
+    """Apply inputs whose message never arrived (also run by every worker on a timer)."""
     applied = outbox.sweep()
     observe_applied(applied)
-    return {"applied": len(applied.sign_ins), "rewards_earned": applied.rewards_earned}
+    return {"applied": len(applied.inputs), "rewards_earned": applied.rewards_earned}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, func, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from models import Quest, Reward, UserQuestProgress
@@ -49,6 +49,25 @@ def get_reward(session: Session, reward_id: int) -> Reward | None:
 def catalog_version(session: Session) -> int:
     """The current catalog version (see bump_version)."""
     return int(session.scalar(select(CatalogState.version).where(CatalogState.id == 1)) or 0)
+
+
+def lock_catalog_version(session: Session) -> tuple[int, str]:
+    """The current catalog version, share-locked until the transaction ends (PostgreSQL),
+    with the row version that wrote it.
+
+    A catalog write, which bumps the version, waits for this transaction, and this
+    transaction waits for a write in progress, so a grant and a catalog write never
+    interleave. The row version (PostgreSQL's xmin; "" on SQLite) tells apart two states
+    with the same number when a transaction bumped it and rolled back.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return catalog_version(session), ""
+    row = session.execute(
+        select(CatalogState.version, literal_column("xmin").cast(String))
+        .where(CatalogState.id == 1)
+        .with_for_update(read=True)
+    ).one()
+    return int(row[0]), str(row[1])
 
 
 def bump_version(session: Session) -> int:

@@ -1,20 +1,29 @@
 """Queries on progress, earned rewards, events and idempotency keys.
 
-Lock order, everywhere: sign-in events, then quests (shared), then progress rows
-by (user_id, quest_id), then earned rewards, then users by user_id.
+Lock order, everywhere: input events (sign-ins, gameplay events), then the catalog
+version (shared), then lifetime progress rows by (user_id, quest_id), then their
+period rows, then earned rewards, then users, then wallets by (user_id, item).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import Row, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, IdempotencyKey, Quest, Reward, UserQuestProgress, UserReward
+from models import (
+    Event,
+    EventType,
+    IdempotencyKey,
+    QuestPeriodProgress,
+    UserQuestProgress,
+    UserReward,
+)
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -22,10 +31,20 @@ def _insert(session: Session, table: Any) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-# --- the outbox -------------------------------------------------------------
+# --- the outbox: input events (sign-ins and gameplay events) ---------------
+
+# Rows as the queries below return them.
+InputRow = Row[
+    int, int, str, datetime | None, str | None, Decimal | None, dict[str, Any] | None, datetime
+]
+LifetimeRow = Row[int, int, int, int, list[int], int]
+PeriodRow = Row[int, int, str, Decimal, int]
+
+# An input waiting to be applied; ix_events_pending_inputs covers the first two.
+_PENDING = (Event.occurred_at.is_not(None), Event.processed_at.is_(None))
 
 
-def lock_sign_ins(
+def lock_inputs(
     session: Session,
     *,
     event_ids: Sequence[int] | None = None,
@@ -33,11 +52,22 @@ def lock_sign_ins(
     limit: int = 1,
     skip_locked: bool = True,
     include_processed: bool = False,
-) -> Sequence[Row[int, int, datetime]]:
-    """Lock unprocessed, live sign-in events (event_id, user_id, created_at) in id order."""
+) -> Sequence[InputRow]:
+    """Lock live (not dead) inputs not yet processed, in event_id order: event_id, user_id,
+    type, occurred_at, tz, value, attrs, created_at. `include_processed` is the test-only
+    fault of the idempotency guard's negative control."""
     stmt = (
-        select(Event.event_id, Event.user_id, Event.created_at)
-        .where(Event.type == EventType.SIGN_IN, Event.dead_at.is_(None))
+        select(
+            Event.event_id,
+            Event.user_id,
+            Event.type,
+            Event.occurred_at,
+            Event.tz,
+            Event.value,
+            Event.attrs,
+            Event.created_at,
+        )
+        .where(Event.occurred_at.is_not(None), Event.dead_at.is_(None))
         .order_by(Event.event_id)
         .limit(limit)
         .with_for_update(skip_locked=skip_locked)
@@ -73,23 +103,16 @@ def record_failure(
 
 
 def list_unprocessed(session: Session, *, limit: int) -> Sequence[Event]:
-    return session.scalars(
-        select(Event)
-        .where(Event.type == EventType.SIGN_IN, Event.processed_at.is_(None))
-        .order_by(Event.event_id)
-        .limit(limit)
-    ).all()
+    """Inputs not processed yet, pending or dead, oldest first."""
+    stmt = select(Event).where(*_PENDING).order_by(Event.event_id).limit(limit)
+    return session.scalars(stmt).all()
 
 
 def revive(session: Session, event_id: int) -> bool:
-    """Take an event out of the dead-letter state; False if it is not an unprocessed sign-in."""
+    """Take an input out of the dead-letter state; False if it is not an unprocessed input."""
     result = session.execute(
         update(Event)
-        .where(
-            Event.event_id == event_id,
-            Event.type == EventType.SIGN_IN,
-            Event.processed_at.is_(None),
-        )
+        .where(Event.event_id == event_id, *_PENDING)
         .values(dead_at=None, attempts=0, last_error=None)
         .returning(Event.event_id)
     )
@@ -97,65 +120,183 @@ def revive(session: Session, event_id: int) -> bool:
 
 
 def outbox_stats(session: Session) -> tuple[int, int, datetime | None]:
-    pending = and_(Event.type == EventType.SIGN_IN, Event.processed_at.is_(None))
+    """(pending, dead, created_at of the oldest pending) over unprocessed inputs."""
     row = session.execute(
         select(
             func.count().filter(Event.dead_at.is_(None)),
             func.count().filter(Event.dead_at.is_not(None)),
             func.min(Event.created_at).filter(Event.dead_at.is_(None)),
-        ).where(pending)
+        ).where(*_PENDING)
     ).one()
     return int(row[0]), int(row[1]), row[2]
 
 
-# --- quests and progress ----------------------------------------------------
+# --- quest state: lifetime rows (the lock) and period rows ------------------
+
+_LIFETIME = (
+    UserQuestProgress.user_id,
+    UserQuestProgress.quest_id,
+    UserQuestProgress.completions,
+    UserQuestProgress.best_streak,
+    UserQuestProgress.streak_periods,
+    UserQuestProgress.streak_completions,
+)
 
 
-def active_quest_rules(session: Session) -> Sequence[Row[int, int, int, bool, str, int]]:
-    """Active quests with their reward, read from the database and share-locked so a
-    catalog write cannot slip between reading a limit and granting against it."""
-    stmt = (
-        select(
-            Quest.quest_id,
-            Quest.streak,
-            Quest.duplication,
-            Quest.auto_claim,
-            Reward.reward_item,
-            Reward.reward_qty,
-        )
-        .join(Reward, Reward.reward_id == Quest.reward_id)
-        .where(Quest.active.is_(True))
-        .order_by(Quest.quest_id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(read=True, of=Quest)
-    return session.execute(stmt).all()
-
-
-def lock_progress(
-    session: Session, user_ids: Sequence[int], quest_ids: Sequence[int], *, now: datetime
-) -> dict[tuple[int, int], UserQuestProgress]:
-    """Create missing progress rows, then lock them all in (user_id, quest_id) order."""
-    pairs = sorted((u, q) for u in set(user_ids) for q in quest_ids)
-    if not pairs:
+def lock_lifetime(
+    session: Session, pairs: Collection[tuple[int, int]], *, now: datetime
+) -> dict[tuple[int, int], LifetimeRow]:
+    """Create missing (user_id, quest_id) lifetime rows, then lock them all in
+    (user_id, quest_id) order; the rows by pair."""
+    ordered = sorted(set(pairs))
+    if not ordered:
         return {}
     # Parameters as a list (executemany) rather than one literal multi-row VALUES:
     # the statement compiles once and is cached, instead of once per batch.
     session.execute(
         _insert(session, UserQuestProgress).on_conflict_do_nothing(),
         [
-            {"user_id": u, "quest_id": q, "curr_streak": 0, "completions": 0, "updated_at": now}
-            for u, q in pairs
+            {
+                "user_id": u,
+                "quest_id": q,
+                "completions": 0,
+                "best_streak": 0,
+                "streak_periods": [],
+                "streak_completions": 0,
+                "updated_at": now,
+            }
+            for u, q in ordered
         ],
     )
-    rows = session.scalars(
-        select(UserQuestProgress)
-        .where(tuple_(UserQuestProgress.user_id, UserQuestProgress.quest_id).in_(pairs))
+    rows = session.execute(
+        select(*_LIFETIME)
+        .where(tuple_(UserQuestProgress.user_id, UserQuestProgress.quest_id).in_(ordered))
         .order_by(UserQuestProgress.user_id, UserQuestProgress.quest_id)
         .with_for_update()
-        .execution_options(populate_existing=True)
     ).all()
-    return {(p.user_id, p.quest_id): p for p in rows}
+    return {(r.user_id, r.quest_id): r for r in rows}
+
+
+def read_lifetime(
+    session: Session, pairs: Collection[tuple[int, int]], *, for_share: bool = False
+) -> dict[tuple[int, int], LifetimeRow]:
+    """Lifetime rows of these (user_id, quest_id) pairs that exist, without creating any;
+    `for_share` share-locks them (PostgreSQL) so no writer changes them meanwhile."""
+    if not pairs:
+        return {}
+    stmt = (
+        select(*_LIFETIME)
+        .where(tuple_(UserQuestProgress.user_id, UserQuestProgress.quest_id).in_(sorted(pairs)))
+        .order_by(UserQuestProgress.user_id, UserQuestProgress.quest_id)
+    )
+    if for_share and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(read=True)
+    return {(r.user_id, r.quest_id): r for r in session.execute(stmt)}
+
+
+def save_lifetime(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Write lifetime rows by primary key (user_id, quest_id), one executemany."""
+    if rows:
+        session.execute(update(UserQuestProgress), list(rows))
+
+
+def read_periods(
+    session: Session, keys: Collection[tuple[int, int, str]]
+) -> dict[tuple[int, int, str], PeriodRow]:
+    """Period rows (progress, completions) of these (user_id, quest_id, period_key)."""
+    if not keys:
+        return {}
+    p = QuestPeriodProgress
+    rows = session.execute(
+        select(p.user_id, p.quest_id, p.period_key, p.progress, p.completions).where(
+            tuple_(p.user_id, p.quest_id, p.period_key).in_(sorted(keys))
+        )
+    ).all()
+    return {(r.user_id, r.quest_id, r.period_key): r for r in rows}
+
+
+def periods_of(
+    session: Session, user_id: int, quest_ids: Collection[int]
+) -> Sequence[PeriodRow]:
+    """Every period row of one user on these quests."""
+    p = QuestPeriodProgress
+    return session.execute(
+        select(p.user_id, p.quest_id, p.period_key, p.progress, p.completions)
+        .where(p.user_id == user_id, p.quest_id.in_(list(quest_ids)))
+        .order_by(p.quest_id, p.period_key)
+    ).all()
+
+
+def save_periods(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or overwrite period rows (user_id, quest_id, period_key, progress,
+    completions, updated_at), one executemany."""
+    if not rows:
+        return
+    stmt = _insert(session, QuestPeriodProgress)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id", "quest_id", "period_key"],
+        set_={
+            "progress": stmt.excluded.progress,
+            "completions": stmt.excluded.completions,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+    session.execute(stmt, list(rows))
+
+
+def delete_periods(session: Session, user_id: int, quest_id: int) -> None:
+    """Drop every period row of one user on one quest (recompute rewrites them)."""
+    session.execute(
+        delete(QuestPeriodProgress).where(
+            QuestPeriodProgress.user_id == user_id, QuestPeriodProgress.quest_id == quest_id
+        )
+    )
+
+
+def processed_inputs(
+    session: Session, user_id: int, *, types: Collection[str]
+) -> Sequence[InputRow]:
+    """A user's applied inputs of these types (as lock_inputs returns them), in
+    (occurred_at, event_id) order: the history recompute folds."""
+    return session.execute(
+        select(
+            Event.event_id,
+            Event.user_id,
+            Event.type,
+            Event.occurred_at,
+            Event.tz,
+            Event.value,
+            Event.attrs,
+            Event.created_at,
+        )
+        .where(
+            Event.user_id == user_id,
+            Event.occurred_at.is_not(None),
+            Event.processed_at.is_not(None),
+            Event.type.in_(list(types)),
+        )
+        .order_by(Event.occurred_at, Event.event_id)
+    ).all()
+
+
+def users_with_quest_state(session: Session) -> list[int]:
+    """Every user with an applied input or a progress row, in user_id order."""
+    with_inputs = select(Event.user_id).where(
+        Event.occurred_at.is_not(None), Event.processed_at.is_not(None)
+    )
+    with_progress = select(UserQuestProgress.user_id)
+    ids = session.scalars(with_inputs.union(with_progress)).all()
+    return sorted(set(ids))
+
+
+def highest_rewards(session: Session, user_id: int) -> dict[int, int]:
+    """quest_id -> the highest completion number the user holds a reward for."""
+    rows = session.execute(
+        select(UserReward.quest_id, func.max(UserReward.completion_no))
+        .where(UserReward.user_id == user_id)
+        .group_by(UserReward.quest_id)
+    ).all()
+    return {int(q): int(n) for q, n in rows}
 
 
 def progress_for_user(session: Session, user_id: int) -> dict[int, UserQuestProgress]:
@@ -235,10 +376,15 @@ def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         session.execute(insert(Event), rows)
 
 
-def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert earned rewards (one executemany)."""
-    if rows:
-        session.execute(insert(UserReward), rows)
+def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert earned rewards (one executemany); their user_reward_ids, in the rows' order."""
+    if not rows:
+        return []
+    inserted = session.execute(
+        insert(UserReward).returning(UserReward.user_reward_id, sort_by_parameter_order=True),
+        list(rows),
+    )
+    return [int(row[0]) for row in inserted]
 
 
 def settle_unclaimed(
