@@ -1,4 +1,5 @@
-"""The `questline` command: serve, db upgrade, keys, create-admin, events, replay."""
+"""The `questline` command: serve, db upgrade, keys, create-admin, events, replay,
+recompute."""
 
 from __future__ import annotations
 
@@ -86,6 +87,43 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recompute(args: argparse.Namespace) -> int:
+    from questline.engine import EvaluationError
+    from questline.errors import DomainError
+    from questline.infra import db
+    from questline.quests import recompute
+
+    try:
+        with db.transaction() as session:
+            users = recompute.users_in_scope(session, user_id=args.user, quest_id=args.quest)
+    except DomainError as exc:
+        print(exc.detail, file=sys.stderr)
+        return 2
+    differing = granted = failed = 0
+    for user_id in users:
+        try:
+            with db.transaction() as session:
+                rebuilds = recompute.rebuild_user(
+                    session, user_id, quest_id=args.quest, apply=args.apply
+                )
+        except EvaluationError as exc:
+            print(f"user {user_id}: cannot rebuild: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for r in rebuilds:
+            print(f"user {r.user_id} quest {r.quest_id}: {'; '.join(r.changes())}")
+            granted += len(r.missing_rewards)
+        differing += len(rebuilds)
+    checked = f"{len(users)} user{'s' * (len(users) != 1)} checked"
+    if not differing:
+        print(f"no differences ({checked})")
+    elif args.apply:
+        print(f"{differing} quest state(s) rewritten, {granted} reward(s) granted ({checked})")
+    else:
+        print(f"{differing} quest state(s) differ ({checked}); --apply writes them")
+    return 1 if failed else 0
+
+
 def _keys(_args: argparse.Namespace) -> int:
     from questline import security
 
@@ -139,6 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     replay = sub.add_parser("replay", help="re-enqueue an unprocessed or dead sign-in")
     replay.add_argument("event_id", type=int)
     replay.set_defaults(func=_replay)
+
+    rebuild = sub.add_parser(
+        "recompute",
+        help="rebuild quest progress from applied inputs with today's definitions",
+        description="Rebuild quest progress from the applied inputs with today's quest "
+        "definitions and print, per user and quest, what differs. --apply writes the "
+        "rebuilt progress and grants rewards the history earns but the user lacks; "
+        "nothing is ever revoked.",
+    )
+    which = rebuild.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", type=int, metavar="ID", help="one user")
+    which.add_argument("--quest", type=int, metavar="ID", help="one quest, every user")
+    which.add_argument("--all", action="store_true", help="every user and active quest")
+    rebuild.add_argument("--apply", action="store_true", help="write the rebuilt state")
+    rebuild.set_defaults(func=_recompute)
 
     args = parser.parse_args(argv)
     code: int = args.func(args)
