@@ -66,8 +66,15 @@ def credit(session: Session, credits: Iterable[Credit], *, now: datetime) -> lis
     totals: dict[tuple[int, str], int] = {}
     for c in applied:
         totals[(c.user_id, c.item)] = totals.get((c.user_id, c.item), 0) + c.qty
-    for (user_id, item), qty in sorted(totals.items()):
-        stmt = _insert(session, WalletBalance).values(user_id=user_id, item=item, balance=qty)
+    if totals:
+        # One statement for every wallet row; its VALUES go in (user_id, item) order, the
+        # order the rows are locked in.
+        stmt = _insert(session, WalletBalance).values(
+            [
+                {"user_id": user_id, "item": item, "balance": qty}
+                for (user_id, item), qty in sorted(totals.items())
+            ]
+        )
         session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["user_id", "item"],
