@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     drain_linger_seconds: float = Field(default=0.05, ge=0, le=0.5)
     idempotency_retention_hours: int = Field(default=48, ge=24)
 
+    # POST /events: how old an event may be without the events:backfill scope, and how
+    # many events one user may send per minute (a batch over it is refused whole, 429).
+    event_max_age_seconds: int = Field(default=86_400, ge=60)
+    events_per_user_per_minute: int = Field(default=600, ge=1)
+
     # Seconds before the broker hands a dead worker's unacknowledged message to
     # another worker. Above the longest task retry countdown (30 s), or retries
     # would be delivered twice while they wait.

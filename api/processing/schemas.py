@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from questline.events import validation as rules
 
 
 class RewardAmount(BaseModel):
@@ -60,3 +62,93 @@ class SignInStatus(BaseModel):
     status: Literal["pending", "processed"]
     created_at: datetime
     processed_at: datetime | None
+
+
+# --- gameplay events (game servers, API key) --------------------------------
+
+EVENT_STATUSES = Literal["accepted", "duplicate"]
+
+
+class EventResult(BaseModel):
+    idempotency_key: str
+    event_id: int
+    status: EVENT_STATUSES = Field(
+        description="duplicate: an event with this user and key was stored before (its id)"
+    )
+
+
+class EventResultsOut(BaseModel):
+    results: list[EventResult] = Field(description="One per event, in request order")
+
+
+class EventStatusOut(BaseModel):
+    event_id: int
+    user_id: int
+    type: str
+    status: Literal["pending", "processed"]
+    occurred_at: datetime
+    created_at: datetime
+    processed_at: datetime | None
+
+
+def event_batch_schema() -> dict[str, Any]:
+    """The JSON Schema of a POST /events body, for the OpenAPI document (the rules
+    themselves are checked by questline.events.validation)."""
+    return {
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": rules.MAX_BATCH,
+                "items": {
+                    "type": "object",
+                    "required": list(rules.REQUIRED),
+                    "additionalProperties": False,
+                    "properties": {
+                        "user_id": {"type": "integer", "minimum": 1},
+                        "type": {
+                            "type": "string",
+                            "pattern": "^[a-z0-9_.:-]{1,64}$",
+                            "description": "not sign_in, quest_* or reward_* (history names)",
+                        },
+                        "value": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": int(rules.MAX_VALUE),
+                            "default": 1,
+                            "description": f"at most {rules.VALUE_DECIMALS} decimal places",
+                        },
+                        "attrs": {
+                            "type": "object",
+                            "maxProperties": rules.MAX_ATTRS,
+                            "additionalProperties": {
+                                "anyOf": [
+                                    {"type": "string", "maxLength": rules.MAX_ATTR_STRING},
+                                    {"type": "number"},
+                                    {"type": "boolean"},
+                                ]
+                            },
+                            "description": f"names of 1-{rules.MAX_ATTR_NAME} characters",
+                        },
+                        "occurred_at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "with a UTC offset; default: when stored. At most "
+                            "60 s ahead; at most QUESTLINE_EVENT_MAX_AGE_SECONDS old unless "
+                            "the key has events:backfill",
+                        },
+                        "idempotency_key": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": rules.MAX_KEY,
+                            "description": "printable; per user, a retry returns the first "
+                            "event's id",
+                        },
+                    },
+                },
+            }
+        },
+    }

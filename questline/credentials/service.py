@@ -73,18 +73,20 @@ def revoke(session: Session, *, key_id: int) -> None:
         raise NotFound("API key not found")
 
 
-def authenticate(session: Session, api_key: str | None, *, scope: Scope) -> ApiKey:
-    """The live key behind a secret, if it holds `scope`: 401 for a missing or unknown key,
-    403 for a key without the scope."""
+def authenticate(session: Session, api_key: str | None, *, scope: Scope | None) -> ApiKey:
+    """The live key behind a secret, if it holds `scope` (None: any live key will do): 401
+    for a missing, unknown or revoked key, 403 for a key without the scope. One indexed
+    query (the hash is unique)."""
     if not api_key:
         raise ApiKeyRequired()
     key = repository.live_by_hash(session, hash_key(api_key))
     if key is None:
         raise ApiKeyRequired()
-    if scope.value not in key.scopes:
+    if scope is not None and scope.value not in key.scopes:
         raise Forbidden(f"API key lacks the {scope.value} scope")
     return key
 
 
 def has_scope(key: ApiKey, scope: Scope) -> bool:
+    """Whether a key holds a scope."""
     return scope.value in key.scopes

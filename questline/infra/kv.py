@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
@@ -35,6 +36,44 @@ class KeyValue(Protocol):
 
     def delete(self, key: str) -> None: ...
     def ping(self) -> None: ...
+    def add_within(
+        self, amounts: Mapping[str, int], *, limit: int, ttl: int
+    ) -> tuple[str, int] | None:
+        """Add each amount to its counter unless one would pass `limit`, as one atomic
+        step: None when added, else (that key, seconds until its window ends). The first
+        addition to a counter starts its window of `ttl` seconds."""
+        ...
+
+    def subtract(self, amounts: Mapping[str, int]) -> None:
+        """Take amounts back from the counters that still exist."""
+        ...
+
+
+# Check every counter, then add to every counter: atomic in Redis, so parallel batches
+# cannot all pass the check before any of them is counted.
+_ADD_WITHIN = """
+local limit, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  if tonumber(redis.call('GET', key) or '0') + tonumber(ARGV[i + 2]) > limit then
+    local left = redis.call('TTL', key)
+    if left < 1 then left = ttl end
+    return {key, left}
+  end
+end
+for i, key in ipairs(KEYS) do
+  if redis.call('INCRBY', key, ARGV[i + 2]) == tonumber(ARGV[i + 2]) then
+    redis.call('EXPIRE', key, ttl)
+  end
+end
+return false
+"""
+
+_SUBTRACT = """
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECRBY', key, ARGV[i]) end
+end
+return false
+"""
 
 
 class RedisKeyValue:
@@ -72,6 +111,19 @@ class RedisKeyValue:
 
     def ping(self) -> None:
         self.client.ping()
+
+    def add_within(
+        self, amounts: Mapping[str, int], *, limit: int, ttl: int
+    ) -> tuple[str, int] | None:
+        keys = list(amounts)
+        refused = self.client.eval(
+            _ADD_WITHIN, len(keys), *keys, limit, ttl, *(amounts[k] for k in keys)
+        )
+        return None if not refused else (str(refused[0]), int(refused[1]))
+
+    def subtract(self, amounts: Mapping[str, int]) -> None:
+        keys = list(amounts)
+        self.client.eval(_SUBTRACT, len(keys), *keys, *(amounts[k] for k in keys))
 
 
 class MemoryKeyValue:
@@ -125,6 +177,30 @@ class MemoryKeyValue:
 
     def ping(self) -> None:
         return None
+
+    def add_within(
+        self, amounts: Mapping[str, int], *, limit: int, ttl: int
+    ) -> tuple[str, int] | None:
+        with self._lock:
+            for key, amount in amounts.items():
+                item = self._live(key)
+                if (int(item[0]) if item else 0) + amount > limit:
+                    left = max(1, int(item[1] - time.monotonic())) if item else ttl
+                    return key, left
+            for key, amount in amounts.items():
+                item = self._live(key)
+                if item is None:
+                    self._data[key] = (str(amount), time.monotonic() + ttl)
+                else:
+                    self._data[key] = (str(int(item[0]) + amount), item[1])
+            return None
+
+    def subtract(self, amounts: Mapping[str, int]) -> None:
+        with self._lock:
+            for key, amount in amounts.items():
+                item = self._live(key)
+                if item is not None:
+                    self._data[key] = (str(int(item[0]) - amount), item[1])
 
 
 @lru_cache

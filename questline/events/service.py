@@ -1,0 +1,157 @@
+"""Recording batches of gameplay events and reading one back. Never commits.
+
+A batch is all or nothing: it is checked whole (validation.py), each user must exist,
+the per-user limit must allow it (limits.py), and then every event whose (user,
+idempotency key) is new is stored in one statement, stamped with its user's zone as it
+is now. A duplicate, in an earlier request or earlier in the same batch, gets the first
+event's id and is never stored or applied again. Stored events wait in the outbox
+(processed_at NULL) for the workers, like sign-ins.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models import ApiKey
+from models.base import utcnow
+from questline.config import get_settings
+from questline.credentials.service import Scope, has_scope
+from questline.errors import Conflict, NotFound
+from questline.events import limits, repository, validation
+from questline.events.repository import EventKey
+from questline.events.validation import EventRejected, NewEvent
+
+
+class RecordStatus(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+class InputStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSED = "processed"
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The answer for one event of a batch."""
+
+    idempotency_key: str
+    event_id: int
+    status: RecordStatus
+
+
+@dataclass(frozen=True)
+class RecordedBatch:
+    """The answers in request order; `stored` (event_id, user_id) are the new events the
+    workers must be told about after the commit; `counted` is the batch's share of the rate
+    limit, to give back (`refund`) if the commit fails."""
+
+    results: list[Recorded]
+    stored: list[tuple[int, int]]
+    counted: dict[str, int] = field(default_factory=dict)
+
+
+def record(
+    session: Session, body: object, *, api_key: ApiKey, now: datetime | None = None
+) -> RecordedBatch:
+    """Check and store a batch sent with `api_key` ({"events": [...]}, as parsed JSON).
+
+    Raises EventRejected (422) naming the first bad event and field, TooManyEvents (429);
+    either way nothing is stored or counted.
+    """
+    now = now or utcnow()
+    settings = get_settings()
+    events = validation.parse_batch(
+        body,
+        now=now,
+        max_age_seconds=settings.event_max_age_seconds,
+        backfill=has_scope(api_key, Scope.EVENTS_BACKFILL),
+    )
+    zones = repository.zones_of(session, {e.user_id for e in events})
+    for index, event in enumerate(events):
+        if event.user_id not in zones:
+            raise EventRejected(index, "user_id", f"no user {event.user_id}")
+    counted = limits.take(Counter(e.user_id for e in events))
+    try:
+        return _store(session, events, zones, api_key=api_key, now=now, counted=counted)
+    except BaseException:
+        limits.give_back(counted)
+        raise
+
+
+def refund(batch: RecordedBatch) -> None:
+    """Give a batch's count back to the rate limit when its transaction did not commit."""
+    limits.give_back(batch.counted)
+
+
+def _store(
+    session: Session,
+    events: list[NewEvent],
+    zones: Mapping[int, str],
+    *,
+    api_key: ApiKey,
+    now: datetime,
+    counted: dict[str, int],
+) -> RecordedBatch:
+    # The first event of each key in the batch is the one stored; later ones are duplicates.
+    firsts: dict[EventKey, NewEvent] = {}
+    for event in events:
+        firsts.setdefault((event.user_id, event.idempotency_key), event)
+    new_ids = repository.insert_new(
+        session,
+        [
+            {
+                "user_id": e.user_id,
+                "type": e.type,
+                "data": {},
+                "created_at": now,
+                "occurred_at": e.occurred_at,
+                "tz": zones[e.user_id],
+                "value": e.value,
+                "attrs": e.attrs,
+                "idempotency_key": e.idempotency_key,
+                "api_key_id": api_key.key_id,
+                "attempts": 0,
+            }
+            for e in firsts.values()
+        ],
+    )
+    earlier = repository.ids_by_key(session, firsts.keys() - new_ids.keys())
+    if len(new_ids) + len(earlier) != len(firsts):
+        # Skipped as a duplicate, yet not found: the first holder vanished in between.
+        raise Conflict("events with the same idempotency key were being stored; retry")
+    ids = {**earlier, **new_ids}
+    results: list[Recorded] = []
+    answered: set[EventKey] = set()
+    for event in events:
+        key = (event.user_id, event.idempotency_key)
+        fresh = key in new_ids and key not in answered
+        answered.add(key)
+        status = RecordStatus.ACCEPTED if fresh else RecordStatus.DUPLICATE
+        results.append(Recorded(event.idempotency_key, ids[key], status))
+    stored = sorted((event_id, user_id) for (user_id, _), event_id in new_ids.items())
+    return RecordedBatch(results=results, stored=stored, counted=counted)
+
+
+def event_status(session: Session, *, event_id: int) -> dict[str, Any]:
+    """A stored input (gameplay event or sign-in) and whether the workers applied it."""
+    row = repository.get_input(session, event_id)
+    if row is None:
+        raise NotFound("event not found")
+    return {
+        "event_id": row.event_id,
+        "user_id": row.user_id,
+        "type": row.type,
+        "status": InputStatus.PROCESSED if row.processed_at is not None else InputStatus.PENDING,
+        "occurred_at": row.occurred_at,
+        "created_at": row.created_at,
+        "processed_at": row.processed_at,
+    }
