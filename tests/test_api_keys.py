@@ -3,6 +3,9 @@ revocation at once, scopes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,6 +13,7 @@ from sqlalchemy import select
 
 from models import ApiKey
 from questline.infra import db
+from tests import factories, support
 
 
 def _create(admin: Any, name: str = "game-server", scopes: list[str] | None = None) -> Any:
@@ -66,3 +70,38 @@ def test_a_revoked_key_disappears_and_a_second_revoke_is_404(
     assert r.status_code == 404
     r = client.delete("/auth/api-keys/999999", headers=admin.headers)
     assert r.status_code == 404
+
+
+QUESTLINE = str(Path(sys.executable).with_name("questline"))
+
+
+def test_the_command_prints_a_working_key_once(client: httpx.Client) -> None:
+    def questline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [QUESTLINE, *args], env=support.child_env(), capture_output=True, text=True, timeout=60
+        )
+
+    made = questline("api-key", "create", "ranked-server", "--scope", "events:write")
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("qlk_")
+    assert "ranked-server" in made.stderr
+    assert secret not in made.stderr
+    with db.transaction() as session:
+        user_id = factories.add_user(session).user_id
+        stored = session.scalars(select(ApiKey)).one()
+        assert (stored.name, stored.scopes) == ("ranked-server", ["events:write"])
+    batch = {"events": [{"user_id": user_id, "type": "match_won", "idempotency_key": "m1"}]}
+    r = client.post("/events", json=batch, headers={"X-API-Key": secret})
+    assert r.status_code == 202, r.text
+
+    for bad in (
+        ["api-key", "create", "x", "--scope", "events:read"],
+        ["api-key", "create", "x"],
+        ["api-key", "create", "   ", "--scope", "events:write"],
+    ):
+        refused = questline(*bad)
+        assert refused.returncode == 2, (bad, refused.stdout, refused.stderr)
+        assert refused.stdout == ""
+    with db.transaction() as session:
+        assert len(session.scalars(select(ApiKey)).all()) == 1

@@ -1,4 +1,4 @@
-"""The `questline` command: serve, db upgrade, keys, create-admin, events, replay,
+"""The `questline` command: serve, db upgrade, keys, create-admin, api-key, events, replay,
 recompute."""
 
 from __future__ import annotations
@@ -138,6 +138,30 @@ def _keys(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _api_key_create(args: argparse.Namespace) -> int:
+    from questline.credentials import service as credentials
+    from questline.errors import DomainError
+    from questline.infra import db
+
+    name = args.name.strip()
+    if not 1 <= len(name) <= 100:
+        print("name must be 1-100 characters", file=sys.stderr)
+        return 2
+    try:
+        with db.transaction() as session:
+            new = credentials.create(session, name=name, scopes=args.scope)
+            key_id = new.key.key_id
+    except DomainError as exc:
+        print(exc.detail, file=sys.stderr)
+        return 2
+    # The secret alone on stdout (for scripts); what it is on stderr.
+    print(
+        f"API key {key_id} {name!r} ({', '.join(new.key.scopes)}); shown only now:", file=sys.stderr
+    )
+    print(new.api_key)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from questline.commands.embedded import serve
 
@@ -173,6 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("--limit", type=int, default=100)
     events.add_argument("--json", action="store_true")
     events.set_defaults(func=_events)
+
+    api_key = sub.add_parser("api-key", help="API keys for game servers")
+    api_key_sub = api_key.add_subparsers(dest="api_key_command", required=True)
+    create_key = api_key_sub.add_parser(
+        "create", help="create a key and print its secret (shown only this once)"
+    )
+    create_key.add_argument("name")
+    create_key.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="SCOPE",
+        help="events:write or events:backfill (repeat for several)",
+    )
+    create_key.set_defaults(func=_api_key_create)
 
     replay = sub.add_parser("replay", help="re-enqueue an unprocessed or dead sign-in")
     replay.add_argument("event_id", type=int)
