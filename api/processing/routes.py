@@ -8,8 +8,16 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from api.deps import MAX_ID, CurrentUser, QuestIdPath, SessionDep, SignInIdPath
-from api.processing.schemas import ClaimOut, MyEvent, MyQuest, MyReward, SignInStatus
+from api.processing.schemas import (
+    ClaimOut,
+    MyEvent,
+    MyQuest,
+    MyReward,
+    SignInStatus,
+    WalletOut,
+)
 from questline.quests import service as quests
+from questline.wallet import service as wallet
 
 router = APIRouter(tags=["processing"])
 
@@ -53,7 +61,7 @@ def claim(
     session: SessionDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    """Claim the oldest earned reward of a quest and credit the wallet."""
+    """Claim the oldest claimable reward of a quest and credit its bundle to the wallet."""
     if idempotency_key is None:
         result = quests.claim(session, user_id=user.user_id, quest_id=quest_id)
         session.commit()
@@ -69,6 +77,12 @@ def claim(
 def my_rewards(user: CurrentUser, session: SessionDep) -> Any:
     """Earned rewards, newest first."""
     return quests.my_rewards(session, user_id=user.user_id)
+
+
+@router.get("/me/wallet", response_model=WalletOut, responses=AUTH)
+def my_wallet(user: CurrentUser, session: SessionDep) -> Any:
+    """Every item this player holds; gold and diamond always."""
+    return wallet.my_wallet(session, user_id=user.user_id)
 
 
 @router.get("/me/events", response_model=list[MyEvent], responses=AUTH)

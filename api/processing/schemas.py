@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from questline.events import validation as rules
 
@@ -27,14 +27,32 @@ class MyQuest(BaseModel):
     status: Literal["not_started", "in_progress", "claimable", "completed"]
 
 
+class BundleItem(BaseModel):
+    item: str
+    qty: int
+
+
+class ClaimedReward(BaseModel):
+    """The claimed bundle; reward_item/reward_qty are its first item (v1)."""
+
+    reward_item: str
+    reward_qty: int
+    items: list[BundleItem]
+
+
 class Balance(BaseModel):
+    """Every item of the wallet: gold and diamond always, then any other item held."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": {"type": "integer"}}
+    )
     gold: int
     diamond: int
 
 
 class ClaimOut(BaseModel):
     quest_id: int
-    reward: RewardAmount
+    reward: ClaimedReward
     balance: Balance
     claimable: int
 
@@ -42,18 +60,25 @@ class ClaimOut(BaseModel):
 class MyReward(BaseModel):
     user_reward_id: int
     quest_id: int
-    reward_item: Literal["gold", "diamond"]
+    reward_item: str
     reward_qty: int
-    status: Literal["not_claimed", "claimed"]
+    items: list[BundleItem]
+    status: Literal["not_claimed", "claimed", "expired"] = Field(
+        description="expired: not claimed before expires_at, and never claimable"
+    )
     earned_at: datetime
+    expires_at: datetime | None
     claimed_at: datetime | None
 
 
 class MyEvent(BaseModel):
     event_id: int
-    type: Literal["sign_in", "quest_progress", "quest_completed", "reward_earned", "reward_claimed"]
+    type: str = Field(
+        description="sign_in, quest_progress, quest_completed, reward_earned, reward_claimed, "
+        "or a gameplay event's own type"
+    )
     quest_id: int | None
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description="for a gameplay event: value, attrs and occurred_at")
     created_at: datetime
 
 
@@ -152,3 +177,7 @@ def event_batch_schema() -> dict[str, Any]:
             }
         },
     }
+
+
+class WalletOut(BaseModel):
+    balances: dict[str, int] = Field(description="item -> balance; gold and diamond always")

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Table, delete, func, insert, select, tuple_, update
+from sqlalchemy import Row, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from models import (
     EventType,
     IdempotencyKey,
     QuestPeriodProgress,
+    RewardStatus,
     UserQuestProgress,
     UserReward,
 )
@@ -321,30 +322,34 @@ def reward_counts(session: Session, user_id: int) -> dict[tuple[int, str], int]:
     return {(q, s): n for q, s, n in rows}
 
 
-def lock_oldest_unclaimed(session: Session, user_id: int, quest_id: int) -> UserReward | None:
+def _claimable(user_id: int, quest_id: int, now: datetime) -> tuple[Any, ...]:
+    # Waiting and not past its expiry: an expired reward is never claimable, whether or
+    # not a claim has stored its 'expired' status yet.
+    return (
+        UserReward.user_id == user_id,
+        UserReward.quest_id == quest_id,
+        UserReward.status == RewardStatus.NOT_CLAIMED,
+        or_(UserReward.expires_at.is_(None), UserReward.expires_at > now),
+    )
+
+
+def lock_oldest_claimable(
+    session: Session, user_id: int, quest_id: int, *, now: datetime
+) -> UserReward | None:
+    """Lock the oldest claimable reward of a user's quest, skipping rows a concurrent
+    claim holds (it will take them)."""
     return session.scalars(
         select(UserReward)
-        .where(
-            UserReward.user_id == user_id,
-            UserReward.quest_id == quest_id,
-            UserReward.status == "not_claimed",
-        )
+        .where(*_claimable(user_id, quest_id, now))
         .order_by(UserReward.completion_no)
         .limit(1)
         .with_for_update(skip_locked=True)
     ).one_or_none()
 
 
-def count_unclaimed(session: Session, user_id: int, quest_id: int) -> int:
+def count_claimable(session: Session, user_id: int, quest_id: int, *, now: datetime) -> int:
     return int(
-        session.scalar(
-            select(func.count()).where(
-                UserReward.user_id == user_id,
-                UserReward.quest_id == quest_id,
-                UserReward.status == "not_claimed",
-            )
-        )
-        or 0
+        session.scalar(select(func.count()).where(*_claimable(user_id, quest_id, now))) or 0
     )
 
 
