@@ -19,9 +19,16 @@ def list_quests(session: Session, *, active_only: bool = True) -> Sequence[Quest
 
 
 def get_quest(session: Session, quest_id: int, *, for_update: bool = False) -> Quest | None:
+    """The quest; `for_update` locks it against other catalog writes.
+
+    The lock is FOR NO KEY UPDATE, not FOR UPDATE: a worker inserting progress, rewards
+    or history of this quest takes a key-share lock on it (the foreign key check) after
+    the catalog version, which this write is about to bump and so waits for; a full
+    FOR UPDATE would make the two wait for each other (a deadlock).
+    """
     stmt = select(Quest).where(Quest.quest_id == quest_id)
     if for_update:
-        stmt = stmt.with_for_update(of=Quest)
+        stmt = stmt.with_for_update(of=Quest, key_share=True)
     return session.scalars(stmt).one_or_none()
 
 
