@@ -17,9 +17,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import MAX_ID, SessionDep
 from api.processing.schemas import EventResultsOut, EventStatusOut, event_batch_schema
-from models import ApiKey
 from questline.credentials import service as credentials
-from questline.credentials.service import Scope
+from questline.credentials.service import CallingKey, Scope
 from questline.errors import DomainError
 from questline.events import service as events
 from questline.infra.db import session_factory
@@ -116,7 +115,7 @@ async def record_events(request: Request, x_api_key: ApiKeyHeader = None) -> Any
     )
 
 
-def any_api_key(session: SessionDep, x_api_key: ApiKeyHeader = None) -> ApiKey:
+def any_api_key(session: SessionDep, x_api_key: ApiKeyHeader = None) -> CallingKey:
     return credentials.authenticate(session, x_api_key, scope=None)
 
 
@@ -127,7 +126,7 @@ def any_api_key(session: SessionDep, x_api_key: ApiKeyHeader = None) -> ApiKey:
 )
 def event_status(
     event_id: EventIdPath,
-    _key: Annotated[ApiKey, Depends(any_api_key)],
+    _key: Annotated[CallingKey, Depends(any_api_key)],
     session: SessionDep,
 ) -> Any:
     """A stored event and whether the workers have applied it (any live key)."""

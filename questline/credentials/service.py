@@ -30,6 +30,14 @@ class ApiKeyRequired(Unauthorized):
 
 
 @dataclass(frozen=True)
+class CallingKey:
+    """The live key a request came with: its id and scopes."""
+
+    key_id: int
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
 class NewKey:
     """A key just created: the row, and the secret that is shown this once."""
 
@@ -73,20 +81,21 @@ def revoke(session: Session, *, key_id: int) -> None:
         raise NotFound("API key not found")
 
 
-def authenticate(session: Session, api_key: str | None, *, scope: Scope | None) -> ApiKey:
+def authenticate(session: Session, api_key: str | None, *, scope: Scope | None) -> CallingKey:
     """The live key behind a secret, if it holds `scope` (None: any live key will do): 401
     for a missing, unknown or revoked key, 403 for a key without the scope. One indexed
     query (the hash is unique)."""
     if not api_key:
         raise ApiKeyRequired()
-    key = repository.live_by_hash(session, hash_key(api_key))
-    if key is None:
+    row = repository.live_by_hash(session, hash_key(api_key))
+    if row is None:
         raise ApiKeyRequired()
+    key = CallingKey(key_id=int(row.key_id), scopes=frozenset(row.scopes))
     if scope is not None and scope.value not in key.scopes:
         raise Forbidden(f"API key lacks the {scope.value} scope")
     return key
 
 
-def has_scope(key: ApiKey, scope: Scope) -> bool:
+def has_scope(key: CallingKey, scope: Scope) -> bool:
     """Whether a key holds a scope."""
     return scope.value in key.scopes

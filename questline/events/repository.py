@@ -43,9 +43,11 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
         .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
         .returning(Event.event_id, Event.user_id, Event.idempotency_key)
     )
+    # Through the connection, not the ORM's bulk insert path: same statement, a third
+    # of the Python work per row (this is the hottest statement of ingestion).
     return {
         (int(user_id), str(key)): int(event_id)
-        for event_id, user_id, key in session.execute(stmt, list(rows))
+        for event_id, user_id, key in session.connection().execute(stmt, list(rows))
     }
 
 

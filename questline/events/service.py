@@ -19,10 +19,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models import ApiKey
 from models.base import utcnow
 from questline.config import get_settings
-from questline.credentials.service import Scope, has_scope
+from questline.credentials.service import CallingKey, Scope, has_scope
 from questline.errors import Conflict, NotFound
 from questline.events import limits, repository, validation
 from questline.events.repository import EventKey
@@ -60,7 +59,7 @@ class RecordedBatch:
 
 
 def record(
-    session: Session, body: object, *, api_key: ApiKey, now: datetime | None = None
+    session: Session, body: object, *, api_key: CallingKey, now: datetime | None = None
 ) -> RecordedBatch:
     """Check and store a batch sent with `api_key` ({"events": [...]}, as parsed JSON).
 
@@ -97,7 +96,7 @@ def _store(
     events: list[NewEvent],
     zones: Mapping[int, str],
     *,
-    api_key: ApiKey,
+    api_key: CallingKey,
     now: datetime,
     counted: dict[str, int],
 ) -> RecordedBatch:
