@@ -66,7 +66,12 @@ def clean_state(database: str) -> Iterator[None]:
             sa.text(
                 "UPDATE quests SET name = 'sign-in-three-times', reward_id = 1, "
                 "auto_claim = false, streak = 3, duplication = 2, active = true, "
-                "description = 'Sign in three times to earn ten diamonds; can be earned twice.' "
+                "description = 'Sign in three times to earn ten diamonds; can be earned twice.', "
+                # v2's fields back to v1's rule (a test may have patched them).
+                "trigger = '{\"event\": \"sign_in\"}', measure = 'count', period = 'none', "
+                "reset_at = '00:00', week_starts_on = 'monday', timezone = 'user', "
+                "max_per_period = NULL, grace_periods = 0, requires = '[]', starts_at = NULL, "
+                "ends_at = NULL, claim_within_seconds = NULL "
                 "WHERE quest_id = 1"
             )
         )
@@ -75,7 +80,8 @@ def clean_state(database: str) -> Iterator[None]:
         conn.execute(
             sa.text(
                 "UPDATE rewards SET reward_name = 'Ten Diamonds', reward_item = 'diamond', "
-                "reward_qty = 10 WHERE reward_id = 1"
+                "reward_qty = 10, items = '[{\"item\": \"diamond\", \"qty\": 10}]' "
+                "WHERE reward_id = 1"
             )
         )
         # The catalog changed behind the catalog service's back: bump its version so

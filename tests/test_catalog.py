@@ -17,6 +17,22 @@ SEED_REWARD = {
     "reward_name": "Ten Diamonds",
     "reward_item": "diamond",
     "reward_qty": 10,
+    "items": [{"item": "diamond", "qty": 10}],
+}
+# The v2 fields of a quest that counts sign-ins with no period: v1's rule.
+V1_RULE = {
+    "trigger": {"event": "sign_in"},
+    "measure": "count",
+    "period": "none",
+    "reset_at": "00:00",
+    "week_starts_on": "monday",
+    "timezone": "user",
+    "max_per_period": None,
+    "grace_periods": 0,
+    "requires": [],
+    "starts_at": None,
+    "ends_at": None,
+    "claim_within_seconds": None,
 }
 SEED_QUEST = {
     "quest_id": 1,
@@ -27,6 +43,8 @@ SEED_QUEST = {
     "duplication": 2,
     "active": True,
     "reward": SEED_REWARD,
+    "target": 3,
+    **V1_RULE,
 }
 NEW_QUEST = {
     "name": "daily-gold",
@@ -104,6 +122,7 @@ def test_admin_creates_a_reward_and_a_quest_that_readers_see_at_once(
         "reward_name": "Fifty Gold",
         "reward_item": "gold",
         "reward_qty": 50,
+        "items": [{"item": "gold", "qty": 50}],
     }
     assert client.get("/rewards", headers=player).json() == [SEED_REWARD, reward]
     assert client.get(f"/rewards/{reward['reward_id']}", headers=player).json() == reward
@@ -111,7 +130,14 @@ def test_admin_creates_a_reward_and_a_quest_that_readers_see_at_once(
     r = client.post("/quests", headers=admin, json={**NEW_QUEST, "reward_id": reward["reward_id"]})
     assert r.status_code == 201, r.text
     quest = r.json()
-    expected = {**NEW_QUEST, "quest_id": quest["quest_id"], "active": True, "reward": reward}
+    expected = {
+        **NEW_QUEST,
+        "quest_id": quest["quest_id"],
+        "active": True,
+        "reward": reward,
+        "target": 2,
+        **V1_RULE,
+    }
     del expected["reward_id"]
     assert quest == expected
     assert quests(client, player) == [SEED_QUEST, quest]
@@ -158,7 +184,8 @@ def test_an_invalid_quest_is_refused_and_not_created(
     assert quests(client, admin) == [SEED_QUEST]
 
 
-@pytest.mark.parametrize("missing", ["name", "streak", "duplication", "reward_id"])
+# v2: duplication may be left out (no limit), tests/test_catalog_v2.py.
+@pytest.mark.parametrize("missing", ["name", "streak", "reward_id"])
 def test_a_quest_needs_its_required_fields(
     client: httpx.Client, admin: dict[str, str], missing: str
 ) -> None:
@@ -169,7 +196,9 @@ def test_a_quest_needs_its_required_fields(
 @pytest.mark.parametrize(
     "body",
     [
-        {"reward_name": "x", "reward_item": "ruby", "reward_qty": 1},
+        # v2: any item of 1-32 a-z 0-9 _ (so "ruby" is one); these are not.
+        {"reward_name": "x", "reward_item": "Ruby", "reward_qty": 1},
+        {"reward_name": "x", "reward_item": "", "reward_qty": 1},
         {"reward_name": "x", "reward_item": "gold", "reward_qty": 0},
         {"reward_name": "", "reward_item": "gold", "reward_qty": 1},
         {"reward_item": "gold", "reward_qty": 1},
@@ -199,6 +228,7 @@ def test_a_patch_is_visible_at_once_through_the_cache(
     changed = {
         **SEED_QUEST,
         "streak": 5,
+        "target": 5,
         "name": "sign-in-five-times",
         "description": "five",
         "auto_claim": True,

@@ -41,8 +41,11 @@ def get_quest(quest_id: QuestIdPath, _user: CurrentUser, session: SessionDep) ->
     responses={**AUTH, 409: {"description": "name taken"}},
 )
 def create_quest(body: QuestIn, _admin: AdminUser, session: SessionDep) -> Any:
-    """Create a quest (admin). It applies to every sign-in stored after this returns."""
-    quest = catalog.create_quest(session, **body.model_dump())
+    """Create a quest (admin). It applies to every event stored after this returns.
+
+    `target` (or v1's `streak`) is required; the other definition fields take the
+    defaults of API.md "Quests, general form"."""
+    quest = catalog.create_quest(session, **body.fields())
     view = catalog.quest_view(quest)
     session.commit()
     cache.invalidate()
@@ -61,8 +64,9 @@ def create_quest(body: QuestIn, _admin: AdminUser, session: SessionDep) -> Any:
 def update_quest(
     quest_id: QuestIdPath, body: QuestPatch, _admin: AdminUser, session: SessionDep
 ) -> Any:
-    """Change a quest (admin); reads and sign-ins see the change once this returns."""
-    quest = catalog.update_quest(session, quest_id, **body.changes())
+    """Change any of a quest's fields (admin); reads and events see the change once this
+    returns."""
+    quest = catalog.update_quest(session, quest_id, **body.fields())
     view = catalog.quest_view(quest)
     session.commit()
     cache.invalidate()
@@ -83,10 +87,15 @@ def get_reward(reward_id: RewardIdPath, _user: CurrentUser, session: SessionDep)
     return catalog.get_reward(session, reward_id)
 
 
-@router.post("/rewards", status_code=201, response_model=RewardOut, responses=AUTH)
+@router.post(
+    "/rewards",
+    status_code=201,
+    response_model=RewardOut,
+    responses=AUTH,
+)
 def create_reward(body: RewardIn, _admin: AdminUser, session: SessionDep) -> Any:
-    """Create a reward (admin)."""
-    reward = catalog.create_reward(session, **body.model_dump())
+    """Create a reward (admin): a bundle of 1-10 items, or v1's single item."""
+    reward = catalog.create_reward(session, **body.fields())
     view = catalog.reward_view(reward)
     session.commit()
     cache.invalidate()

@@ -16,6 +16,7 @@ from api.processing.schemas import (
     SignInStatus,
     WalletOut,
 )
+from questline.quests import progress_view
 from questline.quests import service as quests
 from questline.wallet import service as wallet
 
@@ -41,8 +42,9 @@ IdempotencyKey = Annotated[
 
 @router.get("/me/quests", response_model=list[MyQuest], responses=AUTH)
 def my_quests(user: CurrentUser, session: SessionDep) -> Any:
-    """Every active quest with this player's progress, ordered by quest_id."""
-    return quests.my_quests(session, user_id=user.user_id)
+    """Every active quest with this player's progress now, in their zone, ordered by
+    quest_id."""
+    return progress_view.my_quests(session, user_id=user.user_id, user_tz=user.timezone)
 
 
 @router.post(

@@ -9,22 +9,50 @@ from questline.events import validation as rules
 
 
 class RewardAmount(BaseModel):
-    reward_item: Literal["gold", "diamond"]
+    """v1's reward of a quest: the first item of its bundle."""
+
+    reward_item: str
     reward_qty: int
 
 
 class MyQuest(BaseModel):
+    """One quest as the player sees it now (API.md "GET /me/quests" and "Player views").
+
+    v1's fields keep their meaning: curr_streak is this period's progress (count, sum)
+    or the live streak (consecutive), completions are lifetime. v2's: progress,
+    completions_this_period and period_ends_at are those of the period holding now in
+    the player's zone; rewards is the bundle; expires_at is when the oldest claimable
+    reward expires."""
+
     quest_id: int
     name: str
     streak: int
-    duplication: int
+    duplication: int | None
     auto_claim: bool
     reward: RewardAmount
-    curr_streak: int
+    curr_streak: int | float
     completions: int
     claimed: int
     claimable: int
-    status: Literal["not_started", "in_progress", "claimable", "completed"]
+    status: Literal[
+        "not_started",
+        "in_progress",
+        "claimable",
+        "completed",
+        "locked",
+        "upcoming",
+        "done_for_period",
+        "ended",
+    ]
+    target: int
+    measure: Literal["count", "sum", "consecutive"]
+    period: Literal["none", "day", "week", "month"]
+    progress: int | float
+    completions_this_period: int
+    period_ends_at: datetime | None
+    best_streak: int
+    rewards: list[BundleItem]
+    expires_at: datetime | None
 
 
 class BundleItem(BaseModel):

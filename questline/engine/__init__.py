@@ -67,7 +67,7 @@ from questline.engine.evaluate import (
 from questline.engine.events import EvaluationError, EventIn, sign_in
 from questline.engine.periods import Period, period_of, quest_period, reset_instant, zone
 from questline.engine.state import PeriodState, QuestState
-from questline.engine.validation import check_requires, parse_quest
+from questline.engine.validation import check_requires, parse_quest, parse_rewards
 from questline.engine.views import QuestProgressView, QuestStatus, quest_status, quest_view
 from questline.errors import QuestInvalid
 
@@ -100,6 +100,7 @@ __all__ = [
     "evaluate",
     "fold",
     "parse_quest",
+    "parse_rewards",
     "period_of",
     "quest_period",
     "quest_status",

@@ -39,6 +39,9 @@ MAX_ATTR_NAME = 64
 MAX_STRING = 256
 MAX_OPTIONS = 100
 MAX_REWARD_ITEMS = 10
+# Amounts and limits above this are typos, and would not fit the catalog's columns.
+MAX_WHOLE = 1_000_000_000
+MAX_REQUIRES = 100
 _ABSENT = object()
 E = TypeVar("E", Measure, PeriodKind, Weekday)
 
@@ -49,7 +52,7 @@ def parse_quest(data: Mapping[str, object]) -> QuestDef:
     `quest_id` is read from the data (0 when absent, e.g. a quest not stored yet).
     Raises QuestInvalid(field, message) naming the first problem found.
     """
-    quest_id = _whole(data, "quest_id", minimum=0, default=0)
+    quest_id = _whole(data, "quest_id", minimum=0, default=0, maximum=None)
     measure = _choice(data, "measure", Measure, Measure.COUNT)
     period = _choice(data, "period", PeriodKind, PeriodKind.NONE)
     if measure is Measure.CONSECUTIVE and period is PeriodKind.NONE:
@@ -238,27 +241,40 @@ def _rewards(data: Mapping[str, object]) -> tuple[RewardItem, ...]:
             raw = reward["items"]
         elif "reward_item" in reward:
             raw = [{"item": reward["reward_item"], "qty": reward.get("reward_qty")}]
+    return parse_rewards(None if raw is _ABSENT else raw)
+
+
+def parse_rewards(raw: object, *, field: str = "rewards") -> tuple[RewardItem, ...]:
+    """A reward bundle [{"item", "qty"}, ...] (1-10 lines); QuestInvalid naming `field`
+    (e.g. "items[2].qty") otherwise."""
     if not isinstance(raw, list | tuple) or not 1 <= len(raw) <= MAX_REWARD_ITEMS:
         count = len(raw) if isinstance(raw, list | tuple) else "none"
         raise QuestInvalid(
-            "rewards", f"rewards must hold 1 to {MAX_REWARD_ITEMS} items, got {count}"
+            field, f"{field} must hold 1 to {MAX_REWARD_ITEMS} items, got {count}"
         )
     items: list[RewardItem] = []
     for n, line in enumerate(raw):
-        field = f"rewards[{n}]"
+        where = f"{field}[{n}]"
         if not isinstance(line, Mapping):
             example = '{"item": "gold", "qty": 5}'
-            raise QuestInvalid(field, f"{field} must be an object like {example}")
+            raise QuestInvalid(where, f"{where} must be an object like {example}")
         item = line.get("item")
         if not isinstance(item, str) or not ITEM_RE.fullmatch(item):
             raise QuestInvalid(
-                f"{field}.item", f"{field}.item must be 1-32 of a-z 0-9 _, got {_show(item)}"
+                f"{where}.item", f"{where}.item must be 1-32 of a-z 0-9 _, got {_show(item)}"
             )
         qty = line.get("qty")
         if not _is_whole(qty, 1):
             raise QuestInvalid(
-                f"{field}.qty", f"{field}.qty must be a whole number >= 1, got {_show(qty)}"
+                f"{where}.qty", f"{where}.qty must be a whole number >= 1, got {_show(qty)}"
             )
+        if qty > MAX_WHOLE:
+            raise QuestInvalid(
+                f"{where}.qty", f"{where}.qty must be at most {MAX_WHOLE}, got {qty}"
+            )
+        unknown = sorted(str(key) for key in line if key not in ("item", "qty"))
+        if unknown:
+            raise QuestInvalid(f"{where}.{unknown[0]}", f"{where} has no field {unknown[0]!r}")
         items.append(RewardItem(item, qty))
     return tuple(items)
 
@@ -266,6 +282,8 @@ def _rewards(data: Mapping[str, object]) -> tuple[RewardItem, ...]:
 def _requires(raw: object) -> tuple[int, ...]:
     if not isinstance(raw, list | tuple) or not all(_is_whole(q, 1) for q in raw):
         raise QuestInvalid("requires", f"requires must be a list of quest ids, got {_show(raw)}")
+    if len(raw) > MAX_REQUIRES:
+        raise QuestInvalid("requires", f"requires names at most {MAX_REQUIRES} quests")
     return tuple(sorted(set(raw)))
 
 
@@ -316,14 +334,14 @@ def _instant(data: Mapping[str, object], name: str) -> datetime | None:
 @overload
 def _whole(
     data: Mapping[str, object], name: str, *, minimum: int, default: int,
-    nullable: Literal[False] = False,
+    nullable: Literal[False] = False, maximum: int | None = MAX_WHOLE,
 ) -> int: ...
 
 
 @overload
 def _whole(
     data: Mapping[str, object], name: str, *, minimum: int, default: int | None,
-    nullable: bool = False,
+    nullable: bool = False, maximum: int | None = MAX_WHOLE,
 ) -> int | None: ...
 
 
@@ -334,14 +352,18 @@ def _whole(
     minimum: int,
     default: int | None,
     nullable: bool = False,
+    maximum: int | None = MAX_WHOLE,
 ) -> int | None:
-    """An integer field >= minimum; `default` when absent; None allowed when `nullable`."""
+    """An integer field from minimum to maximum; `default` when absent; None allowed when
+    `nullable`."""
     raw = data.get(name, _ABSENT)
     if raw is _ABSENT:
         return default
     if raw is None and nullable:
         return None
     if isinstance(raw, int) and _is_whole(raw, minimum):
+        if maximum is not None and raw > maximum:
+            raise QuestInvalid(name, f"{name} must be at most {maximum}, got {raw}")
         return raw
     null = "null or " if nullable else ""
     raise QuestInvalid(name, f"{name} must be {null}a whole number >= {minimum}, got {_show(raw)}")

@@ -463,3 +463,29 @@ def store_idempotent_response(
 def purge_idempotency_keys(session: Session, *, older_than: datetime) -> int:
     result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- the catalog's auto-claim switch ------------------------------------------
+
+
+def settle_waiting_rewards(
+    session: Session, quest_id: int, *, now: datetime
+) -> Sequence[Row[int, int, int, list[dict[str, Any]]]]:
+    """Mark every reward of a quest still waiting to be claimed (not expired at `now`)
+    claimed; the rows it changed: user_reward_id, user_id, completion_no, items."""
+    waiting = (
+        UserReward.quest_id == quest_id,
+        UserReward.status == "not_claimed",
+        or_(UserReward.expires_at.is_(None), UserReward.expires_at > now),
+    )
+    return session.execute(
+        update(UserReward)
+        .where(*waiting)
+        .values(status="claimed", claimed_at=now)
+        .returning(
+            UserReward.user_reward_id,
+            UserReward.user_id,
+            UserReward.completion_no,
+            UserReward.items,
+        )
+    ).all()
