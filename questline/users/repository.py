@@ -60,7 +60,13 @@ def use_refresh_token(session: Session, token_hash: str, *, now: datetime) -> Ro
 
 
 def add_sign_in(session: Session, user_id: int, *, via: str, now: datetime) -> int:
-    """Store a sign-in event in the outbox; its event_id (the sign_in_id)."""
+    """Store a sign-in event in the outbox; its event_id (the sign_in_id).
+
+    A sign-in is an input like any gameplay event (the workers apply events with
+    occurred_at set): it occurred when stored, is worth 1 and is stamped with the
+    user's zone.
+    """
+    zone = select(User.timezone).where(User.user_id == user_id).scalar_subquery()
     return session.execute(
         insert(Event)
         .values(
@@ -68,6 +74,9 @@ def add_sign_in(session: Session, user_id: int, *, via: str, now: datetime) -> i
             type=EventType.SIGN_IN,
             data={"via": via},
             created_at=now,
+            occurred_at=now,
+            tz=zone,
+            value=1,
             attempts=0,
         )
         .returning(Event.event_id)
@@ -106,10 +115,11 @@ WITH used AS (
     UPDATE users SET status = 'not_new', last_login_at = %(now)s
     FROM used
     WHERE users.user_id = used.user_id AND users.status <> 'banned'
-    RETURNING users.user_id, users.role, used.family_id
+    RETURNING users.user_id, users.role, users.timezone, used.family_id
 ), sign_in AS (
-    INSERT INTO events (user_id, type, data, created_at, attempts)
-    SELECT user_id, 'sign_in', '{"via": "refresh"}', %(now)s, 0 FROM signed_in
+    INSERT INTO events (user_id, type, data, created_at, occurred_at, tz, value, attempts)
+    SELECT user_id, 'sign_in', '{"via": "refresh"}', %(now)s, %(now)s, timezone, 1, 0
+    FROM signed_in
     RETURNING event_id, user_id
 ), next_token AS (
     INSERT INTO refresh_tokens (token_hash, user_id, family_id, created_at, expires_at)
