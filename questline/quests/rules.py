@@ -43,6 +43,7 @@ from questline.engine import (
 )
 from questline.engine.conditions import trigger_matches
 from questline.quests import repository
+from questline.quests.history import reward_claimed_entry
 from questline.quests.repository import InputRow, LifetimeRow, PeriodRow
 from questline.wallet import repository as wallet
 
@@ -311,28 +312,31 @@ def _bundle(effect: RewardEarned) -> list[dict[str, Any]]:
 def history_entries(
     happened: Happened, *, now: datetime, user_reward_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """The history rows one effect records (reward_earned of an auto-claim quest is
-    followed by its reward_claimed)."""
+    """The history rows one effect records: quest_progress, quest_completed, or
+    reward_earned (with `user_reward_id`, the reward's row) followed, for an auto-claim
+    quest, by its reward_claimed (built by questline.quests.history, as for claims)."""
     event, effect = happened.event, happened.effect
-    data: dict[str, Any] = {}
+    origin: dict[str, Any] = {}
     if event is None:
-        data["recomputed"] = True
+        origin["recomputed"] = True
     else:
-        data["event_id"] = event.event_id
+        origin["event_id"] = event.event_id
         if event.type == EventType.SIGN_IN:
-            data["sign_in_id"] = event.event_id
+            origin["sign_in_id"] = event.event_id
     if effect.period_key or (event is not None and event.type != EventType.SIGN_IN):
-        data["period_key"] = effect.period_key
-    sign_in = event is not None and event.type == EventType.SIGN_IN
+        origin["period_key"] = effect.period_key
+    data = dict(origin)
     if isinstance(effect, QuestProgressed):
+        sign_in = event is not None and event.type == EventType.SIGN_IN
         data["curr_streak" if sign_in else "progress"] = _number(effect.reached)
     elif isinstance(effect, QuestCompleted):
         data["completions"] = effect.completion_no
     else:
+        if user_reward_id is None:
+            raise ValueError("a reward_earned entry needs its reward's user_reward_id")
         first = effect.items[0]
-        if user_reward_id is not None:
-            data["user_reward_id"] = user_reward_id
         data.update(
+            user_reward_id=user_reward_id,
             completion_no=effect.completion_no,
             reward_item=first.item,
             reward_qty=first.qty,
@@ -345,10 +349,19 @@ def history_entries(
         "data": data,
         "created_at": now,
     }
-    if isinstance(effect, RewardEarned) and effect.auto_claim:
-        claimed = {**entry, "type": EventType.REWARD_CLAIMED, "data": {**data, "auto_claim": True}}
-        return [entry, claimed]
-    return [entry]
+    if not (isinstance(effect, RewardEarned) and effect.auto_claim and user_reward_id):
+        return [entry]
+    claimed = reward_claimed_entry(
+        user_id=happened.user_id,
+        quest_id=effect.quest_id,
+        user_reward_id=user_reward_id,
+        completion_no=effect.completion_no,
+        items=_bundle(effect),
+        now=now,
+        auto_claim=True,
+    )
+    claimed["data"] = {**origin, **claimed["data"]}
+    return [entry, claimed]
 
 
 def _number(amount: Decimal) -> int | float:
