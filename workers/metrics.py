@@ -20,11 +20,14 @@ if get_settings().worker_metrics_port:
     # multiprocess one explicitly, so every pool child writes its own file.
     values.ValueClass = values.MultiProcessValue()
 
-SIGN_INS = Counter("questline_sign_ins_processed_total", "Sign-ins applied to quest progress")
-REWARDS = Counter("questline_rewards_earned_total", "Rewards earned by applied sign-ins")
+# The v1 names are kept (dashboards use them); they count every input, gameplay events too.
+SIGN_INS = Counter(
+    "questline_sign_ins_processed_total", "Inputs (sign-ins, gameplay events) applied"
+)
+REWARDS = Counter("questline_rewards_earned_total", "Rewards earned by applied inputs")
 LAG = Histogram(
     "questline_sign_in_lag_seconds",
-    "Time from a sign-in being stored to being applied",
+    "Time from an input (sign-in, gameplay event) being stored to being applied",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
