@@ -75,6 +75,9 @@ def _remember(key: str, value: Any) -> None:
 def invalidate() -> None:
     """Start a new generation. Call after the catalog write has committed."""
     try:
+        # Through _generation: when the cache server lost the key, a bare INCR would
+        # restart it at 1, a number other processes may still hold entries under.
+        _generation()
         get_kv().incr(GENERATION_KEY, _GENERATION_TTL)
     except KeyValueError:
         # Entries expire after catalog_cache_ttl_seconds at the latest.

@@ -1,5 +1,5 @@
 """The `questline` command: serve, db upgrade, keys, create-admin, api-key, events, replay,
-recompute."""
+recompute, quests apply/export."""
 
 from __future__ import annotations
 
@@ -162,6 +162,72 @@ def _api_key_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quests_apply(args: argparse.Namespace) -> int:
+    from questline.catalog import as_code, cache
+    from questline.errors import DomainError
+    from questline.infra import db
+
+    try:
+        fmt = as_code.Format(args.format) if args.format else as_code.format_of(args.file)
+        with open(args.file, encoding="utf-8") as file:
+            document = as_code.load(file.read(), fmt)
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        print(f"{args.file}: {exc.detail}", file=sys.stderr)
+        return 1
+    # One transaction for the whole file; a dry run makes every change (so that every
+    # check runs) and then rolls them all back.
+    session = db.session_factory()()
+    try:
+        changes = as_code.apply(session, document)
+        if args.dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    except DomainError as exc:
+        session.rollback()
+        print(f"{args.file}: {exc.detail}; nothing was changed", file=sys.stderr)
+        return 1
+    finally:
+        session.close()
+    if changes and not args.dry_run:
+        cache.invalidate()
+    for change in changes:
+        print(change)
+    if not changes:
+        print("no changes: the catalog matches the file")
+    elif args.dry_run:
+        print(f"dry run: {len(changes)} change(s) would be made; nothing was written")
+    else:
+        print(f"{len(changes)} change(s) applied")
+    return 0
+
+
+def _quests_export(args: argparse.Namespace) -> int:
+    from questline.catalog import as_code
+    from questline.errors import DomainError
+    from questline.infra import db
+
+    try:
+        if args.format:
+            fmt = as_code.Format(args.format)
+        else:
+            fmt = as_code.format_of(args.output) if args.output else as_code.Format.YAML
+        with db.transaction() as session:
+            text = as_code.dump(as_code.export(session), fmt)
+    except DomainError as exc:
+        print(exc.detail, file=sys.stderr)
+        return 1
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as file:
+            file.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from questline.commands.embedded import serve
 
@@ -231,6 +297,26 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--all", action="store_true", help="every user and active quest")
     rebuild.add_argument("--apply", action="store_true", help="write the rebuilt state")
     rebuild.set_defaults(func=_recompute)
+
+    quests = sub.add_parser("quests", help="the catalog as code (YAML or JSON)")
+    quests_sub = quests.add_subparsers(dest="quests_command", required=True)
+    apply = quests_sub.add_parser(
+        "apply",
+        help="make the catalog match a file",
+        description="Create and update rewards and quests (keyed by name) to match FILE, "
+        "in one transaction, with the same checks as the HTTP API. Nothing is deleted: "
+        "active quests the file leaves out are deactivated; rewards it leaves out stay.",
+    )
+    apply.add_argument("file", metavar="FILE", help="a .yaml, .yml or .json catalog file")
+    apply.add_argument("--dry-run", action="store_true", help="print the changes, write none")
+    apply.add_argument("--format", choices=["yaml", "json"], help="instead of the extension's")
+    apply.set_defaults(func=_quests_apply)
+    export = quests_sub.add_parser(
+        "export", help="print the catalog in the form `quests apply` reads"
+    )
+    export.add_argument("--format", choices=["yaml", "json"], help="default: yaml")
+    export.add_argument("-o", "--output", metavar="FILE", help="write FILE (format by extension)")
+    export.set_defaults(func=_quests_export)
 
     args = parser.parse_args(argv)
     code: int = args.func(args)
