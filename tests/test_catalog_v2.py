@@ -323,6 +323,9 @@ INVALID_QUESTS: list[tuple[dict[str, Any], str]] = [
     ({"starts_at": "2026-07-02T00:00:00Z", "ends_at": "2026-07-01T00:00:00Z"}, "ends_at"),
     ({"starts_at": "2026-07-01T00:00:00"}, "starts_at"),
     ({"ends_at": "tomorrow"}, "ends_at"),
+    # In UTC these fall outside the calendar (years 0 and 10000).
+    ({"starts_at": "0001-01-01T00:00:00+01:00"}, "starts_at"),
+    ({"ends_at": "9999-12-31T23:59:59-23:59"}, "ends_at"),
     ({"claim_within_seconds": 0}, "claim_within_seconds"),
     ({"max_per_period": 0, "period": "day"}, "max_per_period"),
     ({"duplication": 0}, "duplication"),

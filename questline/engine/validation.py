@@ -328,7 +328,11 @@ def _instant(data: Mapping[str, object], name: str) -> datetime | None:
         raise QuestInvalid(
             name, f"{name} must be a timestamp with a UTC offset (ISO-8601), got {_show(raw)}"
         )
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is in year 0 in UTC
+        message = f"{name} is outside the calendar in UTC, got {_show(raw)}"
+        raise QuestInvalid(name, message) from None
 
 
 @overload
