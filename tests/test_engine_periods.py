@@ -32,8 +32,9 @@ MON, WED, SUN = Weekday.MONDAY, Weekday.WEDNESDAY, Weekday.SUNDAY
 US = timedelta(microseconds=1)
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+        ) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # (zone, kind, reset_at, week starts on, event instant) -> (key, starts_at, ends_at)

@@ -54,6 +54,9 @@ def quest_period(quest: QuestDef, at: datetime, user_tz: str) -> Period:
     return period_of(quest.period, at, tz, quest.reset_at, quest.week_starts_on)
 
 
+# Pure, so memoized: the quests of a catalog share a few shapes (say, daily at 00:00 in
+# the player's zone), and one event is looked up once per shape instead of once per quest.
+@lru_cache(maxsize=4096)
 def period_of(
     kind: PeriodKind, at: datetime, tz: ZoneInfo, reset_at: time, week_starts_on: Weekday
 ) -> Period:
