@@ -135,7 +135,8 @@ def stats() -> OutboxStats:
     return OutboxStats(pending=pending, dead=dead, oldest_pending_age_seconds=max(age, 0.0))
 
 
-def list_unprocessed(limit: int = 100) -> list[dict[str, Any]]:
+def list_unprocessed(limit: int = 100, *, dead_only: bool = False) -> list[dict[str, Any]]:
+    """Unprocessed sign-ins (or only the dead letters) for `questline events`."""
     with db.transaction() as session:
         return [
             {
@@ -146,7 +147,7 @@ def list_unprocessed(limit: int = 100) -> list[dict[str, Any]]:
                 "created_at": e.created_at.isoformat(),
                 "last_error": e.last_error,
             }
-            for e in repository.list_unprocessed(session, limit=limit)
+            for e in repository.list_unprocessed(session, limit=limit, dead_only=dead_only)
         ]
 
 

@@ -86,7 +86,9 @@ class LiveServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", server_header=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -171,7 +173,10 @@ def start_server(app: str, port: int | None = None, name: str = "server", **env:
     """uvicorn in its own process, for tests that need a separate configuration."""
     port = port or free_port()
     proc = Process(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+        [
+            *(sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
+            "--no-server-header",  # as every deployment runs it
+        ],
         child_env(**env),
         name,
     )

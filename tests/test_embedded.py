@@ -116,7 +116,8 @@ def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Pat
         assert f"Questline is listening on {app.url}" in out
         assert f"{app.url}/docs" in out
         assert app.client.get("/docs").status_code == 200
-        assert app.client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+        checks = app.client.get("/readyz").json()["checks"]
+        assert checks == {"database": "ok", "schema": "ok", "broker": "ok"}
         assert app.client.get("/quests").status_code == 401
         data = tmp_path / "questline-data"
         assert {"questline.db", "broker.db", "jwt-private.pem", "jwt-public.pem"} <= {

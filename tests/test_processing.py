@@ -367,7 +367,7 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "ok"
-    assert r.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert r.json()["checks"] == {"database": "ok", "schema": "ok", "broker": "ok"}
 
 
 def counter(text: str, route: str, status: str) -> float:

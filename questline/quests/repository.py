@@ -72,13 +72,12 @@ def record_failure(
     session.execute(update(Event).where(*live, Event.attempts >= max_attempts).values(dead_at=now))
 
 
-def list_unprocessed(session: Session, *, limit: int) -> Sequence[Event]:
-    return session.scalars(
-        select(Event)
-        .where(Event.type == EventType.SIGN_IN, Event.processed_at.is_(None))
-        .order_by(Event.event_id)
-        .limit(limit)
-    ).all()
+def list_unprocessed(session: Session, *, limit: int, dead_only: bool = False) -> Sequence[Event]:
+    """Unprocessed sign-ins, oldest first; with `dead_only`, the dead letters alone."""
+    stmt = select(Event).where(Event.type == EventType.SIGN_IN, Event.processed_at.is_(None))
+    if dead_only:
+        stmt = stmt.where(Event.dead_at.is_not(None))
+    return session.scalars(stmt.order_by(Event.event_id).limit(limit)).all()
 
 
 def revive(session: Session, event_id: int) -> bool:
