@@ -14,14 +14,17 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from models import Event, EventType, Quest, Reward, User, UserQuestProgress, UserReward
-from models.base import utcnow
+from models import Event, EventType, User, UserQuestProgress, UserReward
 from questline import outbox
 from questline.catalog import cache
 from questline.catalog import service as catalog
 from questline.errors import Conflict
 from questline.infra import db
 from questline.quests import service as quests
+from tests import factories as f
+
+# Sign-ins stay pending until a racer applies them: no worker may sweep this database.
+pytestmark = pytest.mark.usefixtures("no_worker")
 
 THREADS = 20
 SEED_QUEST = 1  # sign-in-three-times: streak 3, duplication 2, 10 diamonds by hand
@@ -43,7 +46,8 @@ def race(jobs: list[Callable[[], Any]]) -> list[Any]:
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        # A hang detector, not a budget: each thread runs one short transaction.
+        t.join(120)
     assert not any(t.is_alive() for t in threads), "a racing thread hung (deadlock?)"
     return results
 
@@ -55,42 +59,20 @@ def no_errors(results: list[Any]) -> None:
 
 def new_user(name: str) -> int:
     with db.transaction() as s:
-        # A fixed hash: these tests never log in, and argon2 would only cost time.
-        user = User(user_name=name, password_hash="x")
-        s.add(user)
-        s.flush()
-        return user.user_id
+        return f.add_user(s, name).user_id
 
 
 def store_sign_ins(user_id: int, n: int) -> list[int]:
     """n unprocessed sign-in events, as a login stores them."""
     with db.transaction() as s:
-        events = [
-            Event(
-                user_id=user_id, type=EventType.SIGN_IN, data={"via": "test"}, created_at=utcnow()
-            )
-            for _ in range(n)
-        ]
-        s.add_all(events)
-        s.flush()
-        return [e.event_id for e in events]
+        return f.add_sign_ins(s, user_id, n)
 
 
 def new_quest(*, streak: int, duplication: int, auto_claim: bool, item: str, qty: int) -> int:
     with db.transaction() as s:
-        reward = Reward(reward_name=f"{qty} {item}", reward_item=item, reward_qty=qty)
-        s.add(reward)
-        s.flush()
-        quest = Quest(
-            name=f"race-{streak}-{duplication}-{item}",
-            reward_id=reward.reward_id,
-            streak=streak,
-            duplication=duplication,
-            auto_claim=auto_claim,
-        )
-        s.add(quest)
-        s.flush()
-        quest_id = quest.quest_id
+        quest_id = f.add_quest(
+            s, streak=streak, duplication=duplication, auto_claim=auto_claim, item=item, qty=qty
+        ).quest_id
     cache.invalidate()
     return quest_id
 

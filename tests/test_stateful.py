@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -33,6 +34,9 @@ from questline.errors import DomainError
 from questline.infra import db
 from questline.quests import service as quests
 from questline.quests.rules import apply_sign_ins
+
+# The model decides when each sign-in is applied, so no worker may sweep this database.
+pytestmark = pytest.mark.usefixtures("no_worker")
 
 SEED_QUEST = 1  # streak 3, duplication 2, 10 diamonds, claimed by hand
 USERS = ("ann", "bob")
