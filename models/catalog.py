@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, Id, UTCDateTime, utcnow
@@ -42,3 +42,15 @@ class Quest(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     reward: Mapped[Reward] = relationship(lazy="joined")
+
+
+class CatalogState(Base):
+    """One row: the catalog version. Every catalog write bumps it in its own
+    transaction, so a reader that sees version N sees every write up to N, and
+    cached copies are keyed by it (questline.catalog.cache)."""
+
+    __tablename__ = "catalog_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)

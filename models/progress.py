@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,13 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstra
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, JsonData, UTCDateTime, utcnow
+
+
+class RewardStatus(enum.StrEnum):
+    """An earned reward waits to be claimed, or was credited to the wallet."""
+
+    NOT_CLAIMED = "not_claimed"
+    CLAIMED = "claimed"
 
 
 class UserQuestProgress(Base):
@@ -47,7 +55,7 @@ class UserReward(Base):
     completion_no: Mapped[int]
     reward_item: Mapped[str] = mapped_column(String(16))
     reward_qty: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16), default="not_claimed")
+    status: Mapped[str] = mapped_column(String(16), default=RewardStatus.NOT_CLAIMED)
     earned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -41,7 +41,12 @@ class Settings(BaseSettings):
     sweep_after_seconds: float = Field(default=5.0, ge=0)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     sweeper_enabled: bool = True
+    # Failures (errors a retry cannot cure) before a sign-in is dead-lettered.
+    # Transient database errors never count: the tasks retry them (task_max_retries).
     max_attempts: int = Field(default=8, ge=1)
+    # Celery retries of a task after a transient database error, with exponential
+    # backoff and jitter capped at 30 s (see workers.tasks); then the sweeper takes over.
+    task_max_retries: int = Field(default=6, ge=0, le=100)
     batch_size: int = Field(default=200, ge=1)
     # How a stored sign-in wakes the workers: "batch" publishes one coalesced
     # questline.drain_outbox wake-up while none is pending (needs Redis; the
@@ -56,6 +61,15 @@ class Settings(BaseSettings):
     # message and a task. Adds at most this much lag; keep it well under the TTL.
     drain_linger_seconds: float = Field(default=0.05, ge=0, le=0.5)
     idempotency_retention_hours: int = Field(default=48, ge=24)
+    # Refresh tokens are deleted this long after they were used, revoked or expired.
+    # A used token presented later is "unknown" (401) and no longer revokes its family.
+    refresh_token_retention_hours: int = Field(default=720, ge=1)
+    # How often each worker prunes old refresh tokens and idempotency keys.
+    prune_interval_seconds: float = Field(default=3600, gt=0)
+
+    # After Redis fails to answer in time, every Redis call of the process (cache,
+    # limiter, publishing) fails at once; a background probe tries it this often.
+    redis_breaker_open_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # Seconds before the broker hands a dead worker's unacknowledged message to
     # another worker. Above the longest task retry countdown (30 s), or retries

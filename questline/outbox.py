@@ -1,10 +1,20 @@
 """The sign-in outbox: processing events in their own transactions, the sweeper,
-dead letters and replay. Celery tasks and the CLI are thin callers of this module."""
+dead letters and replay. Celery tasks and the CLI are thin callers of this module.
+
+The messages that wake workers are queued on the session with
+questline.infra.after_commit and published after the commit by whichever sender
+the process registered (workers/publish.py). They are only wake-up calls: the
+sweeper applies every stored sign-in whether or not its message arrives.
+
+Failures: a transient database error (questline.infra.db.is_transient) is not the
+event's fault and is never counted; the task retries it. Any other error counts
+one attempt against the event, and at max_attempts the event is dead-lettered.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -12,10 +22,31 @@ from typing import Any
 from models.base import utcnow
 from questline.config import get_settings
 from questline.infra import db
+from questline.infra.after_commit import after_commit
 from questline.quests import repository
 from questline.quests.rules import Applied, apply_sign_ins
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SignInStored:
+    """A sign-in was stored: a worker should apply it soon."""
+
+    sign_in_id: int
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SignInReplayed:
+    """An operator revived a dead sign-in: it gets a message of its own."""
+
+    sign_in_id: int
+
+
+@dataclass(frozen=True)
+class MoreSignInsWaiting:
+    """A drain took a full batch, so more is waiting: wake another drain to help."""
 
 
 def process_sign_in(event_id: int) -> Applied:
@@ -30,7 +61,8 @@ def process_sign_in(event_id: int) -> Applied:
         with db.transaction() as session:
             return apply_sign_ins(session, event_ids=[event_id], wait=True, guard=guard)
     except Exception as exc:
-        count_failure([event_id], exc)
+        if not db.is_transient(exc):
+            count_failure([event_id], exc)
         raise
 
 
@@ -38,13 +70,13 @@ def drain(
     *,
     created_before_seconds: float = 0.0,
     limit: int | None = None,
-    on_full_batch: Callable[[], object] | None = None,
+    recruit_help: bool = False,
 ) -> Applied:
     """Apply pending sign-ins in batches until none is left that nobody else holds.
 
     A batch that fails is retried one event at a time, so a poison event fails
-    (and is eventually dead-lettered) alone. `on_full_batch` is called after each
-    full batch (more is probably waiting), e.g. to wake another worker.
+    (and is eventually dead-lettered) alone. With `recruit_help`, each full batch
+    (more is probably waiting) also wakes another drain after it commits.
     """
     settings = get_settings()
     batch = limit or settings.batch_size
@@ -54,6 +86,8 @@ def drain(
         try:
             with db.transaction() as session:
                 applied = apply_sign_ins(session, created_before=created_before, limit=batch)
+                if recruit_help and len(applied.sign_ins) == batch:
+                    after_commit(session, MoreSignInsWaiting())
         except Exception as exc:
             if db.is_transient(exc):
                 raise
@@ -62,8 +96,6 @@ def drain(
         _merge(total, applied)
         if len(applied.sign_ins) < batch:
             return total
-        if on_full_batch is not None:
-            on_full_batch()
 
 
 def _drain_one_by_one(created_before: Any, batch: int) -> Applied:
@@ -94,7 +126,8 @@ def _merge(total: Applied, part: Applied) -> None:
 
 
 def count_failure(event_ids: Sequence[int], exc: BaseException) -> None:
-    """Count a failed attempt against each event; best-effort when the database is away."""
+    """Count a failed attempt against each event (for errors a retry cannot cure);
+    best-effort when the database is away."""
     settings = get_settings()
     try:
         with db.transaction() as session:
@@ -110,15 +143,9 @@ def count_failure(event_ids: Sequence[int], exc: BaseException) -> None:
 
 
 def sweep() -> Applied:
-    """Apply sign-ins left unprocessed longer than sweep_after_seconds, and purge old
-    idempotency keys. Safe to run on every worker at once."""
-    settings = get_settings()
-    applied = drain(created_before_seconds=settings.sweep_after_seconds)
-    with db.transaction() as session:
-        repository.purge_idempotency_keys(
-            session, older_than=utcnow() - timedelta(hours=settings.idempotency_retention_hours)
-        )
-    return applied
+    """Apply sign-ins left unprocessed longer than sweep_after_seconds. Safe to run
+    on every worker at once."""
+    return drain(created_before_seconds=get_settings().sweep_after_seconds)
 
 
 @dataclass(frozen=True)
@@ -152,6 +179,10 @@ def list_unprocessed(limit: int = 100, *, dead_only: bool = False) -> list[dict[
 
 
 def revive(event_id: int) -> bool:
-    """Clear an event's dead-letter state so it is processed again."""
+    """Clear an event's dead-letter state so it is processed again, and send it a
+    message after the commit; False if it is not an unprocessed sign-in."""
     with db.transaction() as session:
-        return repository.revive(session, event_id)
+        revived = repository.revive(session, event_id)
+        if revived:
+            after_commit(session, SignInReplayed(event_id))
+        return revived

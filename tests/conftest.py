@@ -78,6 +78,9 @@ def clean_state(database: str) -> Iterator[None]:
                 "reward_qty = 10 WHERE reward_id = 1"
             )
         )
+        # The catalog was written behind the catalog service's back: count it as a write.
+        # Never reset the version: a process may still hold copies of lower versions.
+        conn.execute(sa.text("UPDATE catalog_state SET version = version + 1"))
     redis.Redis.from_url(support.REDIS_URL).flushdb()
     return
 

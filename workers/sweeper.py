@@ -9,37 +9,24 @@ sweep at once because events are claimed with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from celery import bootsteps
 
 from questline import outbox
 from questline.config import get_settings
+from workers.timer import Every
 
 log = logging.getLogger(__name__)
 
 
-class SweeperThread(threading.Thread):
-    def __init__(self, interval: float) -> None:
-        super().__init__(name="questline-outbox-sweeper", daemon=True)
-        self.interval = interval
-        self.stopped = threading.Event()
+def sweep_once() -> None:
+    from workers.metrics import observe_applied
 
-    def run(self) -> None:
-        from workers.metrics import observe_applied
-
-        while not self.stopped.wait(self.interval):
-            try:
-                applied = outbox.sweep()
-                observe_applied(applied)
-                if applied.sign_ins:
-                    log.info("sweeper applied %d stale sign-ins", len(applied.sign_ins))
-            except Exception:
-                log.warning("outbox sweep failed; will try again", exc_info=True)
-
-    def stop(self) -> None:
-        self.stopped.set()
+    applied = outbox.sweep()
+    observe_applied(applied)
+    if applied.sign_ins:
+        log.info("sweeper applied %d stale sign-ins", len(applied.sign_ins))
 
 
 class OutboxSweeper(bootsteps.StartStopStep):
@@ -47,7 +34,7 @@ class OutboxSweeper(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.thread: SweeperThread | None = None
+        self.thread: Every | None = None
 
     def start(self, worker: Any) -> None:
         settings = get_settings()
@@ -58,7 +45,7 @@ class OutboxSweeper(bootsteps.StartStopStep):
         if not settings.sweeper_enabled:
             log.warning("outbox sweeper disabled (QUESTLINE_SWEEPER_ENABLED=false)")
             return
-        self.thread = SweeperThread(settings.sweep_interval_seconds)
+        self.thread = Every("questline-outbox-sweeper", settings.sweep_interval_seconds, sweep_once)
         self.thread.start()
 
     def stop(self, worker: Any) -> None:

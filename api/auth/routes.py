@@ -13,9 +13,10 @@ from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut,
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
 from questline.errors import RefreshTokenReused
+from questline.infra.after_commit import after_commit
 from questline.infra.db import session_factory
+from questline.outbox import SignInStored
 from questline.users import service as users
-from workers.publish import publish_sign_in
 
 router = APIRouter(tags=["auth"])
 
@@ -51,8 +52,8 @@ def _sign_in(record: Callable[[Session], users.SignIn]) -> users.SignIn:
         except RefreshTokenReused:
             session.commit()  # keep the family's revocation
             raise
+        after_commit(session, SignInStored(sign_in.sign_in_id, sign_in.user_id))
         session.commit()
-    publish_sign_in(sign_in.sign_in_id, sign_in.user_id)
     return sign_in
 
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from api.catalog.schemas import QuestIn, QuestOut, QuestPatch, RewardIn, RewardOut
 from api.deps import AdminUser, CurrentUser, QuestIdPath, RewardIdPath, SessionDep
-from questline.catalog import cache
 from questline.catalog import service as catalog
 
 router = APIRouter(tags=["catalog"])
@@ -45,7 +44,6 @@ def create_quest(body: QuestIn, _admin: AdminUser, session: SessionDep) -> Any:
     quest = catalog.create_quest(session, **body.model_dump())
     view = catalog.quest_view(quest)
     session.commit()
-    cache.invalidate()
     return view
 
 
@@ -65,7 +63,6 @@ def update_quest(
     quest = catalog.update_quest(session, quest_id, **body.changes())
     view = catalog.quest_view(quest)
     session.commit()
-    cache.invalidate()
     return view
 
 
@@ -89,5 +86,4 @@ def create_reward(body: RewardIn, _admin: AdminUser, session: SessionDep) -> Any
     reward = catalog.create_reward(session, **body.model_dump())
     view = catalog.reward_view(reward)
     session.commit()
-    cache.invalidate()
     return view

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import Quest, Reward, UserQuestProgress
+from models.catalog import CatalogState
 
 
 def list_quests(session: Session, *, active_only: bool = True) -> Sequence[Quest]:
@@ -43,3 +44,25 @@ def list_rewards(session: Session) -> Sequence[Reward]:
 
 def get_reward(session: Session, reward_id: int) -> Reward | None:
     return session.get(Reward, reward_id)
+
+
+def catalog_version(session: Session) -> int:
+    """The current catalog version (see bump_version)."""
+    return int(session.scalar(select(CatalogState.version).where(CatalogState.id == 1)) or 0)
+
+
+def bump_version(session: Session) -> int:
+    """Count one catalog write, in its transaction; the new version.
+
+    Every write of quests or rewards calls this, so a reader that sees version N
+    sees every write up to N. The row stays locked until the write commits, so
+    catalog writes commit their versions in order; take it after the catalog rows.
+    """
+    return int(
+        session.execute(
+            update(CatalogState)
+            .where(CatalogState.id == 1)
+            .values(version=CatalogState.version + 1)
+            .returning(CatalogState.version)
+        ).scalar_one()
+    )

@@ -1,4 +1,7 @@
-"""Catalog reads (through the cache) and admin writes. Never commits."""
+"""Catalog reads (through the cache) and admin writes. Never commits.
+
+Every write bumps the catalog version in its transaction (cache.catalog_changed),
+so reads through any cache see it as soon as it commits."""
 
 from __future__ import annotations
 
@@ -8,11 +11,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import EventType, Quest, Reward
+from models import Quest, Reward
 from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.errors import Conflict, Invalid, NotFound
 from questline.quests import repository as quests_repository
+from questline.quests.rules import reward_claimed_event
 from questline.users import repository as users_repository
 
 
@@ -41,7 +45,9 @@ def quest_view(quest: Quest) -> dict[str, Any]:
 def list_quests(session: Session) -> list[dict[str, Any]]:
     """Active quests ordered by quest_id."""
     return list(
-        cache.cached("quests", lambda: [quest_view(q) for q in repository.list_quests(session)])
+        cache.cached(
+            session, "quests", lambda: [quest_view(q) for q in repository.list_quests(session)]
+        )
     )
 
 
@@ -50,7 +56,7 @@ def get_quest(session: Session, quest_id: int) -> dict[str, Any]:
         quest = repository.get_quest(session, quest_id)
         return None if quest is None else quest_view(quest)
 
-    view = cache.cached(f"quest:{quest_id}", load)
+    view = cache.cached(session, f"quest:{quest_id}", load)
     if view is None:
         raise NotFound("quest not found")
     return dict(view)
@@ -58,7 +64,9 @@ def get_quest(session: Session, quest_id: int) -> dict[str, Any]:
 
 def list_rewards(session: Session) -> list[dict[str, Any]]:
     return list(
-        cache.cached("rewards", lambda: [reward_view(r) for r in repository.list_rewards(session)])
+        cache.cached(
+            session, "rewards", lambda: [reward_view(r) for r in repository.list_rewards(session)]
+        )
     )
 
 
@@ -67,7 +75,7 @@ def get_reward(session: Session, reward_id: int) -> dict[str, Any]:
         reward = repository.get_reward(session, reward_id)
         return None if reward is None else reward_view(reward)
 
-    view = cache.cached(f"reward:{reward_id}", load)
+    view = cache.cached(session, f"reward:{reward_id}", load)
     if view is None:
         raise NotFound("reward not found")
     return dict(view)
@@ -79,6 +87,7 @@ def create_reward(
     reward = Reward(reward_name=reward_name, reward_item=reward_item, reward_qty=reward_qty)
     session.add(reward)
     session.flush()
+    cache.catalog_changed(session)
     return reward
 
 
@@ -91,6 +100,7 @@ def create_quest(session: Session, **fields: Any) -> Quest:
     quest = Quest(**fields)
     session.add(quest)
     _flush_unique_name(session)
+    cache.catalog_changed(session)
     return quest
 
 
@@ -114,6 +124,7 @@ def update_quest(session: Session, quest_id: int, **changes: Any) -> Quest:
     _flush_unique_name(session)
     if settle:
         _credit_waiting_rewards(session, quest_id)
+    cache.catalog_changed(session)
     session.refresh(quest)
     return quest
 
@@ -136,19 +147,16 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
     quests_repository.add_events(
         session,
         [
-            {
-                "user_id": row.user_id,
-                "type": EventType.REWARD_CLAIMED,
-                "quest_id": quest_id,
-                "created_at": now,
-                "data": {
-                    "user_reward_id": row.user_reward_id,
-                    "completion_no": row.completion_no,
-                    "reward_item": row.reward_item,
-                    "reward_qty": row.reward_qty,
-                    "auto_claim": True,
-                },
-            }
+            reward_claimed_event(
+                user_id=row.user_id,
+                quest_id=quest_id,
+                at=now,
+                user_reward_id=row.user_reward_id,
+                completion_no=row.completion_no,
+                reward_item=row.reward_item,
+                reward_qty=row.reward_qty,
+                auto_claim=True,
+            )
             for row in sorted(settled, key=lambda r: r.user_reward_id)
         ],
     )

@@ -98,12 +98,14 @@ def _events(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from questline import outbox
-    from workers.publish import publish_process_sign_in
+    from workers.publish import publisher  # registers the after-commit sender
 
+    # The revival's commit hands its message to the publisher; wait for it to go out.
+    failures = publisher.failures
     if not outbox.revive(args.event_id):
         print(_not_replayable(args.event_id), file=sys.stderr)
         return 1
-    sent = publish_process_sign_in(args.event_id)
+    sent = publisher.flush(timeout=10) and publisher.failures == failures
     print(
         f"sign-in {args.event_id} re-enqueued"
         if sent

@@ -1,24 +1,182 @@
 """The key-value store behind rate limits and the catalog cache: Redis, or process memory.
 
 Both are best-effort: when Redis does not answer, callers carry on without it
-(logins still work, catalog reads go to the database).
+(logins still work, catalog reads go to the database). A frozen Redis costs one
+short socket timeout, not one per request: the first timeout opens a circuit
+breaker shared by every Redis client of the process (this store and the broker
+publisher), and calls fail at once until a background probe gets an answer.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
+from redis.connection import AbstractConnection
 
 from questline.config import get_settings
 
 log = logging.getLogger(__name__)
 
 KeyValueError = (redis.RedisError, OSError)
+
+# Errors that mean "the server did not answer", as opposed to an error it answered.
+_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+class CircuitBreaker:
+    """Fails calls at once for a while after the server stopped answering in time.
+
+    Closed: calls go through. The first failure opens it. While it is open, no
+    caller waits on the server: every `open_seconds` (default:
+    QUESTLINE_REDIS_BREAKER_OPEN_SECONDS) a background thread sends `probe`, and
+    an answer closes the breaker. Without a probe function, the first caller
+    after `open_seconds` is let through as the probe instead.
+    """
+
+    def __init__(
+        self, open_seconds: float | None = None, probe: Callable[[], object] | None = None
+    ) -> None:
+        self._open_seconds = open_seconds
+        self.probe = probe
+        self._reset()
+        _breakers.add(self)
+
+    def _reset(self) -> None:
+        # Also run in a forked child: the parent's lock and prober do not exist there.
+        self._lock = threading.Lock()
+        self._failing = False
+        self._open_until = 0.0
+        self._probe_thread: int | None = None
+        self._prober: threading.Thread | None = None
+
+    @property
+    def open_seconds(self) -> float:
+        if self._open_seconds is None:
+            return get_settings().redis_breaker_open_seconds
+        return self._open_seconds
+
+    @property
+    def is_open(self) -> bool:
+        return self._failing
+
+    def allow(self) -> bool:
+        """True if this thread may send to the server now."""
+        if not self._failing:  # the fast path: no lock while all is well
+            return True
+        me = threading.get_ident()
+        with self._lock:
+            if not self._failing or self._probe_thread == me:
+                return True
+            if self.probe is not None or time.monotonic() < self._open_until:
+                return False
+            self._probe_thread = me  # no prober: this caller probes
+            self._open_until = time.monotonic() + self.open_seconds
+            return True
+
+    def succeeded(self) -> None:
+        """The server answered: close the breaker."""
+        if self._failing:
+            with self._lock:
+                if self._failing:
+                    log.info("Redis answers again; circuit breaker closed")
+                self._failing = False
+                self._probe_thread = None
+
+    def failed(self) -> None:
+        """The server did not answer (in time): open the breaker."""
+        with self._lock:
+            if not self._failing:
+                log.warning(
+                    "Redis did not answer in time; failing fast, probing every %.1f s",
+                    self.open_seconds,
+                )
+            self._failing = True
+            self._open_until = time.monotonic() + self.open_seconds
+            self._probe_thread = None
+            if self.probe is not None and (self._prober is None or not self._prober.is_alive()):
+                self._prober = threading.Thread(
+                    target=self._probe_until_closed, name="questline-redis-probe", daemon=True
+                )
+                self._prober.start()
+
+    def _probe_until_closed(self) -> None:
+        probe = self.probe
+        assert probe is not None
+        while True:
+            time.sleep(self.open_seconds)
+            with self._lock:
+                if not self._failing:
+                    return
+                self._probe_thread = threading.get_ident()
+            try:
+                probe()
+            except Exception:
+                self.failed()  # still away (a probe refused by itself is no news either)
+            else:
+                self.succeeded()
+
+
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _reset_breakers_after_fork() -> None:
+    for breaker in list(_breakers):
+        breaker._reset()
+
+
+os.register_at_fork(after_in_child=_reset_breakers_after_fork)
+
+
+class BreakerOpen(redis.ConnectionError):
+    """Raised instead of talking to a Redis that recently failed to answer."""
+
+
+def guarded(base: type[AbstractConnection], breaker: CircuitBreaker) -> type[AbstractConnection]:
+    """`base` with every connect, send and read going through `breaker`, so that
+    pipelines and every command of the client are covered alike."""
+
+    def call(method: Any, self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not breaker.allow():
+            raise BreakerOpen("Redis recently did not answer; not trying for a moment")
+        try:
+            return method(self, *args, **kwargs)
+        except BreakerOpen:
+            raise  # a nested step refused by the breaker is not a new failure
+        except _UNREACHABLE:
+            breaker.failed()
+            raise
+
+    def connect(self: Any) -> None:
+        call(base.connect, self)
+
+    def send_packed_command(self: Any, *args: Any, **kwargs: Any) -> None:
+        call(base.send_packed_command, self, *args, **kwargs)
+
+    def read_response(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Only an answer proves the server is back: a frozen server still accepts
+        # connections and takes our bytes.
+        try:
+            response = base.read_response(self, *args, **kwargs)
+        except _UNREACHABLE:
+            breaker.failed()
+            raise
+        breaker.succeeded()
+        return response
+
+    methods = {
+        "connect": connect,
+        "send_packed_command": send_packed_command,
+        "read_response": read_response,
+    }
+    return type(f"Guarded{base.__name__}", (base,), methods)
 
 
 class KeyValue(Protocol):
@@ -39,13 +197,20 @@ class KeyValue(Protocol):
 
 class RedisKeyValue:
     def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(
+        pool = redis.ConnectionPool.from_url(
             url,
             decode_responses=True,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             health_check_interval=10,
         )
+        # The store's breaker, shared with the broker publisher (shared_breaker()).
+        self.breaker = CircuitBreaker()
+        pool.connection_class = guarded(pool.connection_class, self.breaker)
+        self.client = redis.Redis(connection_pool=pool)
+        self.breaker.probe = self.client.ping
+        self._begin_attempt = self.client.register_script(_BEGIN_ATTEMPT)
+        self._settle_attempt = self.client.register_script(_SETTLE_ATTEMPT)
 
     def get(self, key: str) -> str | None:
         value = self.client.get(key)
@@ -131,3 +296,12 @@ class MemoryKeyValue:
 def get_kv() -> KeyValue:
     url = get_settings().redis_url
     return MemoryKeyValue() if url is None else RedisKeyValue(url)
+
+_embedded_breaker = CircuitBreaker()
+
+
+def shared_breaker() -> CircuitBreaker:
+    """The breaker every Redis client of this process shares: the store's; in the
+    embedded mode (no Redis) one for the broker publisher alone."""
+    kv = get_kv()
+    return kv.breaker if isinstance(kv, RedisKeyValue) else _embedded_breaker

@@ -1,7 +1,8 @@
 """Queries on progress, earned rewards, events and idempotency keys.
 
 Lock order, everywhere: sign-in events, then quests (shared), then progress rows
-by (user_id, quest_id), then earned rewards, then users by user_id.
+by (user_id, quest_id), then earned rewards, then users by user_id; catalog writes
+take the catalog version row (catalog_state) last.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Event, EventType, IdempotencyKey, Quest, Reward, UserQuestProgress, UserReward
+from models.progress import RewardStatus
 
 
 def _insert(session: Session, table: Any) -> Any:
@@ -164,14 +166,14 @@ def progress_for_user(session: Session, user_id: int) -> dict[int, UserQuestProg
     return {p.quest_id: p for p in rows}
 
 
-def reward_counts(session: Session, user_id: int) -> dict[tuple[int, str], int]:
+def reward_counts(session: Session, user_id: int) -> dict[tuple[int, RewardStatus], int]:
     """(quest_id, status) -> number of earned rewards."""
     rows = session.execute(
         select(UserReward.quest_id, UserReward.status, func.count())
         .where(UserReward.user_id == user_id)
         .group_by(UserReward.quest_id, UserReward.status)
     ).all()
-    return {(q, s): n for q, s, n in rows}
+    return {(q, RewardStatus(s)): n for q, s, n in rows}
 
 
 def lock_oldest_unclaimed(session: Session, user_id: int, quest_id: int) -> UserReward | None:
@@ -180,7 +182,7 @@ def lock_oldest_unclaimed(session: Session, user_id: int, quest_id: int) -> User
         .where(
             UserReward.user_id == user_id,
             UserReward.quest_id == quest_id,
-            UserReward.status == "not_claimed",
+            UserReward.status == RewardStatus.NOT_CLAIMED,
         )
         .order_by(UserReward.completion_no)
         .limit(1)
@@ -194,7 +196,7 @@ def count_unclaimed(session: Session, user_id: int, quest_id: int) -> int:
             select(func.count()).where(
                 UserReward.user_id == user_id,
                 UserReward.quest_id == quest_id,
-                UserReward.status == "not_claimed",
+                UserReward.status == RewardStatus.NOT_CLAIMED,
             )
         )
         or 0
@@ -247,8 +249,8 @@ def settle_unclaimed(
     user_id, completion_no, reward_item, reward_qty)."""
     return session.execute(
         update(UserReward)
-        .where(UserReward.quest_id == quest_id, UserReward.status == "not_claimed")
-        .values(status="claimed", claimed_at=now)
+        .where(UserReward.quest_id == quest_id, UserReward.status == RewardStatus.NOT_CLAIMED)
+        .values(status=RewardStatus.CLAIMED, claimed_at=now)
         .returning(
             UserReward.user_reward_id,
             UserReward.user_id,
@@ -301,6 +303,14 @@ def store_idempotent_response(
     )
 
 
-def purge_idempotency_keys(session: Session, *, older_than: datetime) -> int:
-    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than))
+def purge_idempotency_keys(session: Session, *, older_than: datetime, limit: int) -> int:
+    """Delete up to `limit` keys stored before `older_than`; how many went."""
+    oldest = (
+        select(IdempotencyKey.user_id, IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < older_than)
+        .limit(limit)
+    )
+    result = session.execute(
+        delete(IdempotencyKey).where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(oldest))
+    )
     return int(getattr(result, "rowcount", 0) or 0)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import EventType
 from models.base import utcnow
+from models.progress import RewardStatus
 from questline.quests import repository
 from questline.users import repository as users_repository
 
@@ -112,7 +113,9 @@ def apply_sign_ins(
                     "completion_no": row.completions,
                     "reward_item": quest.reward_item,
                     "reward_qty": quest.reward_qty,
-                    "status": "claimed" if quest.auto_claim else "not_claimed",
+                    "status": RewardStatus.CLAIMED
+                    if quest.auto_claim
+                    else RewardStatus.NOT_CLAIMED,
                     "earned_at": now,
                     "claimed_at": now if quest.auto_claim else None,
                 }
@@ -120,11 +123,16 @@ def apply_sign_ins(
             if quest.auto_claim:
                 credits[sign_in.user_id][quest.reward_item] += quest.reward_qty
                 history.append(
-                    {
-                        **base,
-                        "type": EventType.REWARD_CLAIMED,
-                        "data": {**reward, "auto_claim": True},
-                    }
+                    reward_claimed_event(
+                        user_id=sign_in.user_id,
+                        quest_id=quest.quest_id,
+                        at=now,
+                        sign_in_id=sign_in.event_id,
+                        completion_no=row.completions,
+                        reward_item=quest.reward_item,
+                        reward_qty=quest.reward_qty,
+                        auto_claim=True,
+                    )
                 )
 
     session.flush()  # progress rows
@@ -135,3 +143,35 @@ def apply_sign_ins(
     applied.rewards_earned = len(earned)
     applied.history_events = len(history)
     return applied
+
+
+def reward_claimed_event(
+    *,
+    user_id: int,
+    quest_id: int,
+    at: datetime,
+    completion_no: int,
+    reward_item: str,
+    reward_qty: int,
+    auto_claim: bool,
+    user_reward_id: int | None = None,
+    sign_in_id: int | None = None,
+) -> dict[str, Any]:
+    """The history entry of a reward credited to the wallet, for every path that credits
+    one: a claim, an auto-claim quest completed by a sign-in (which knows its sign-in,
+    not yet its reward row), and waiting rewards settled when a quest turns auto-claim."""
+    data: dict[str, Any] = {}
+    if user_reward_id is not None:
+        data["user_reward_id"] = user_reward_id
+    if sign_in_id is not None:
+        data["sign_in_id"] = sign_in_id
+    data.update(completion_no=completion_no, reward_item=reward_item, reward_qty=reward_qty)
+    if auto_claim:
+        data["auto_claim"] = True
+    return {
+        "user_id": user_id,
+        "type": EventType.REWARD_CLAIMED,
+        "quest_id": quest_id,
+        "created_at": at,
+        "data": data,
+    }

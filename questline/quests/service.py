@@ -7,12 +7,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models import Event, EventType, UserReward
+from models import UserReward
 from models.base import utcnow
+from models.progress import RewardStatus
 from questline.catalog import repository as catalog_repository
 from questline.catalog import service as catalog
 from questline.errors import Conflict, DomainError, Invalid, NotFound
 from questline.quests import repository
+from questline.quests.rules import reward_claimed_event
 from questline.users import repository as users_repository
 
 
@@ -36,7 +38,7 @@ def my_quests(session: Session, *, user_id: int) -> list[dict[str, Any]]:
         row = progress.get(qid)
         curr_streak = row.curr_streak if row else 0
         completions = row.completions if row else 0
-        claimable = counts.get((qid, "not_claimed"), 0)
+        claimable = counts.get((qid, RewardStatus.NOT_CLAIMED), 0)
         items.append(
             {
                 "quest_id": qid,
@@ -50,7 +52,7 @@ def my_quests(session: Session, *, user_id: int) -> list[dict[str, Any]]:
                 },
                 "curr_streak": curr_streak,
                 "completions": completions,
-                "claimed": counts.get((qid, "claimed"), 0),
+                "claimed": counts.get((qid, RewardStatus.CLAIMED), 0),
                 "claimable": claimable,
                 "status": quest_status(
                     curr_streak=curr_streak,
@@ -71,26 +73,27 @@ def claim(session: Session, *, user_id: int, quest_id: int) -> dict[str, Any]:
     if reward is None:
         raise Conflict("nothing to claim")
     now = utcnow()
-    reward.status = "claimed"
+    reward.status = RewardStatus.CLAIMED
     reward.claimed_at = now
     gold, diamond = users_repository.credit_wallet(
         session, user_id, reward_item=reward.reward_item, reward_qty=reward.reward_qty
     )
-    session.add(
-        Event(
-            user_id=user_id,
-            type=EventType.REWARD_CLAIMED,
-            quest_id=quest_id,
-            data={
-                "user_reward_id": reward.user_reward_id,
-                "completion_no": reward.completion_no,
-                "reward_item": reward.reward_item,
-                "reward_qty": reward.reward_qty,
-            },
-            created_at=now,
-        )
-    )
     session.flush()
+    repository.add_events(
+        session,
+        [
+            reward_claimed_event(
+                user_id=user_id,
+                quest_id=quest_id,
+                at=now,
+                user_reward_id=reward.user_reward_id,
+                completion_no=reward.completion_no,
+                reward_item=reward.reward_item,
+                reward_qty=reward.reward_qty,
+                auto_claim=False,
+            )
+        ],
+    )
     return {
         "quest_id": quest_id,
         "reward": {"reward_item": reward.reward_item, "reward_qty": reward.reward_qty},

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Event, EventType, RefreshToken, User
@@ -187,3 +187,20 @@ def credit_wallet(
         .values({column: column + reward_qty})
         .returning(User.gold, User.diamond)
     ).one()
+
+def delete_spent_refresh_tokens(session: Session, *, spent_before: datetime, limit: int) -> int:
+    """Delete up to `limit` refresh tokens used, revoked or expired before `spent_before`
+    (questline.retention); how many went."""
+    spent = (
+        select(RefreshToken.token_id)
+        .where(
+            or_(
+                RefreshToken.used_at < spent_before,
+                RefreshToken.revoked_at < spent_before,
+                RefreshToken.expires_at < spent_before,
+            )
+        )
+        .limit(limit)
+    )
+    result = session.execute(delete(RefreshToken).where(RefreshToken.token_id.in_(spent)))
+    return int(getattr(result, "rowcount", 0) or 0)
