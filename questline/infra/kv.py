@@ -209,8 +209,6 @@ class RedisKeyValue:
         pool.connection_class = guarded(pool.connection_class, self.breaker)
         self.client = redis.Redis(connection_pool=pool)
         self.breaker.probe = self.client.ping
-        self._begin_attempt = self.client.register_script(_BEGIN_ATTEMPT)
-        self._settle_attempt = self.client.register_script(_SETTLE_ATTEMPT)
 
     def get(self, key: str) -> str | None:
         value = self.client.get(key)
