@@ -184,6 +184,29 @@ def test_schema_state_names_missing_current_and_unknown_revisions(empty_database
         engine.dispose()
 
 
+def test_a_schema_behind_the_code_is_not_ready(empty_database: str) -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    import migrations
+    from questline.infra import migrate
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    revisions = [r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()]
+    assert len(revisions) >= 2, "needs a migration below the head"
+    older = revisions[1]
+    migrate.upgrade(empty_database, older)
+    engine = sa.create_engine(empty_database)
+    try:
+        with engine.connect() as conn:
+            state = migrate.schema_state(conn)
+    finally:
+        engine.dispose()
+    assert (state.ready, state.current, state.head) == (False, older, head_revision())
+    assert UPGRADE_HINT in state.problem
+
+
 # --- health and readiness -------------------------------------------------------
 
 
