@@ -30,9 +30,23 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    login_max_failures_per_name: int = Field(default=5, ge=1)
+    # Failed logins per window (README, "Login limits"): per name from one client, per
+    # client, and per name from anywhere at a much higher bar, so that strangers
+    # cannot lock a player out of password login.
+    login_max_failures_per_name_and_client: int = Field(default=5, ge=1)
     login_max_failures_per_client: int = Field(default=50, ge=1)
+    login_max_failures_per_name: int = Field(default=100, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
+    # Sign-ins (logins and refreshes) of one user per minute; more get 429.
+    sign_ins_per_user_per_minute: int = Field(default=60, ge=1)
+    # Sign-ups from one client address per hour; more get 429.
+    signups_per_client_per_hour: int = Field(default=30, ge=1)
+    # Password hashes (argon2) running at once in one process; None: one per core.
+    # A request waits this long for a turn, then gets 503 with Retry-After.
+    hashing_concurrency: int | None = Field(default=None, ge=1)
+    hashing_wait_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Clock skew between hosts tolerated on a token's iat and exp.
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     catalog_cache_ttl_seconds: int = Field(default=60, ge=1)
 

@@ -45,6 +45,7 @@ def _safe_url() -> str:
 
 
 def _create_admin(args: argparse.Namespace) -> int:
+    from models.users import Role
     from questline.errors import DomainError
     from questline.infra import db
     from questline.users import service as users
@@ -69,7 +70,7 @@ def _create_admin(args: argparse.Namespace) -> int:
         return 2
     try:
         with db.transaction() as session:
-            user = users.signup(session, user_name=args.name, password=password, role="admin")
+            user = users.signup(session, user_name=args.name, password=password, role=Role.ADMIN)
             user_id = user.user_id
     except DomainError as exc:
         print(exc.detail, file=sys.stderr)

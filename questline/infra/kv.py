@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -193,6 +193,60 @@ class KeyValue(Protocol):
 
     def delete(self, key: str) -> None: ...
     def ping(self) -> None: ...
+    def begin_attempt(
+        self, limits: Mapping[str, int], attempt: str, *, window: int, in_flight: int
+    ) -> int:
+        """Start `attempt` against every key's limit of failures, as one atomic step.
+
+        0: it may go ahead, and counts as in flight on every key until settled (or for
+        `in_flight` seconds at most). -1: failures plus attempts in flight reach a
+        limit, so those attempts could still spend it: ask again shortly. Otherwise a
+        limit is spent: the seconds until its window of `window` seconds ends.
+        """
+        ...
+
+    def settle_attempt(
+        self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
+    ) -> None:
+        """End an attempt begun on `keys`: a failure counts on each key (the first one
+        starts its window), and `clear` (one of the keys) loses its failures."""
+        ...
+
+
+# Attempts in flight live in a sorted set beside each failure counter, scored by when
+# they stop counting (so that one lost by a crashed process frees its place).
+_BEGIN_ATTEMPT = """
+local now = tonumber(redis.call('TIME')[1])
+local busy = false
+for i, key in ipairs(KEYS) do
+  local failures = tonumber(redis.call('GET', key) or '0')
+  local limit = tonumber(ARGV[i + 3])
+  if failures >= limit then
+    return math.max(redis.call('TTL', key), 1)
+  end
+  local in_flight = key .. ':in-flight'
+  redis.call('ZREMRANGEBYSCORE', in_flight, '-inf', now)
+  if failures + redis.call('ZCARD', in_flight) >= limit then busy = true end
+end
+if busy then return -1 end
+for _, key in ipairs(KEYS) do
+  local in_flight = key .. ':in-flight'
+  redis.call('ZADD', in_flight, now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('EXPIRE', in_flight, ARGV[3])
+end
+return 0
+"""
+
+_SETTLE_ATTEMPT = """
+for _, key in ipairs(KEYS) do
+  redis.call('ZREM', key .. ':in-flight', ARGV[1])
+  if ARGV[3] == '1' and redis.call('INCR', key) == 1 then
+    redis.call('EXPIRE', key, ARGV[2])
+  end
+end
+if ARGV[4] ~= '0' then redis.call('DEL', KEYS[tonumber(ARGV[4])]) end
+return 0
+"""
 
 
 class RedisKeyValue:
@@ -209,6 +263,8 @@ class RedisKeyValue:
         pool.connection_class = guarded(pool.connection_class, self.breaker)
         self.client = redis.Redis(connection_pool=pool)
         self.breaker.probe = self.client.ping
+        self._begin_attempt = self.client.register_script(_BEGIN_ATTEMPT)
+        self._settle_attempt = self.client.register_script(_SETTLE_ATTEMPT)
 
     def get(self, key: str) -> str | None:
         value = self.client.get(key)
@@ -236,12 +292,27 @@ class RedisKeyValue:
     def ping(self) -> None:
         self.client.ping()
 
+    def begin_attempt(
+        self, limits: Mapping[str, int], attempt: str, *, window: int, in_flight: int
+    ) -> int:
+        args: list[str | int] = [window, attempt, in_flight, *limits.values()]
+        return int(self._begin_attempt(keys=list(limits), args=args))
+
+    def settle_attempt(
+        self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
+    ) -> None:
+        # The key to clear goes by its place among KEYS (a script names every key it touches).
+        cleared = list(keys).index(clear) + 1 if clear is not None else 0
+        args: list[str | int] = [attempt, window, "1" if failed else "0", cleared]
+        self._settle_attempt(keys=list(keys), args=args)
+
 
 class MemoryKeyValue:
     """For the embedded mode: one process, no server."""
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[str, float]] = {}
+        self._in_flight: dict[str, dict[str, float]] = {}  # key -> {attempt: until}
         self._lock = threading.Lock()
 
     def _live(self, key: str) -> tuple[str, float] | None:
@@ -289,11 +360,50 @@ class MemoryKeyValue:
     def ping(self) -> None:
         return None
 
+    def begin_attempt(
+        self, limits: Mapping[str, int], attempt: str, *, window: int, in_flight: int
+    ) -> int:
+        with self._lock:
+            now = time.monotonic()
+            busy = False
+            for key, limit in limits.items():
+                item = self._live(key)
+                failures = int(item[0]) if item else 0
+                if failures >= limit:
+                    return max(1, int(item[1] - now)) if item else 1
+                flying = self._in_flight.setdefault(key, {})
+                for other, until in list(flying.items()):
+                    if until <= now:
+                        del flying[other]
+                busy = busy or failures + len(flying) >= limit
+            if busy:
+                return -1
+            for key in limits:
+                self._in_flight[key][attempt] = now + in_flight
+            return 0
+
+    def settle_attempt(
+        self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
+    ) -> None:
+        with self._lock:
+            for key in keys:
+                flying = self._in_flight.get(key, {})
+                flying.pop(attempt, None)
+                if not flying:
+                    self._in_flight.pop(key, None)
+                if failed:
+                    item = self._live(key)
+                    count = int(item[0]) + 1 if item else 1
+                    self._data[key] = (str(count), item[1] if item else time.monotonic() + window)
+            if clear is not None:
+                self._data.pop(clear, None)
+
 
 @lru_cache
 def get_kv() -> KeyValue:
     url = get_settings().redis_url
     return MemoryKeyValue() if url is None else RedisKeyValue(url)
+
 
 _embedded_breaker = CircuitBreaker()
 
