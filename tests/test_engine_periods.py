@@ -275,3 +275,11 @@ def test_every_instant_lies_in_exactly_one_period_and_periods_follow_each_other(
     if local_start.replace(tzinfo=None) > wanted:
         before = (period.starts_at - US).astimezone(zone(tz)).replace(tzinfo=None)
         assert before < wanted  # the clocks jumped over the reset time
+
+
+def test_a_reset_time_that_says_fold_1_is_read_like_any_other() -> None:
+    # 02:44 does not exist in New York on 2027-03-14: the period starts when the clocks
+    # land at 03:00 EDT (07:00 UTC), whatever fold the reset time carries.
+    expected = datetime(2027, 3, 14, 7, 0, tzinfo=UTC)
+    for fold in (0, 1):
+        assert reset_instant(date(2027, 3, 14), time(2, 44, fold=fold), zone(NY)) == expected

@@ -87,7 +87,8 @@ def reset_instant(day: date, reset_at: time, tz: ZoneInfo) -> datetime:
     Ambiguous (shown twice): the first time. Skipped (clocks jump over it): the instant
     of the jump, i.e. the first instant after the gap.
     """
-    local = datetime.combine(day, reset_at, tzinfo=tz)
+    # fold=0 explicitly: a `time` that says fold=1 would pick the second reading.
+    local = datetime.combine(day, reset_at.replace(fold=0), tzinfo=tz)
     instant = local.astimezone(UTC)
     if instant.astimezone(tz).replace(tzinfo=None) == local.replace(tzinfo=None):
         return instant  # fold=0 is the first of two readings when the time is ambiguous
