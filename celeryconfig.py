@@ -12,7 +12,7 @@ _settings = get_settings()
 
 # A SIGKILLed worker's unacknowledged messages come back after this long. The
 # outbox sweeper applies their sign-ins much sooner, so it only bounds duplicates.
-# It must exceed the longest retry countdown (see workers.tasks).
+# It must exceed the longest retry countdown (workers.tasks.RETRY_BACKOFF_MAX).
 VISIBILITY_TIMEOUT = _settings.broker_visibility_timeout_seconds
 
 if _settings.redis_url:
@@ -51,6 +51,7 @@ task_routes = {
     "questline.process_sign_in": {"queue": "sign_ins"},
     "questline.drain_outbox": {"queue": "sign_ins"},
     "questline.sweep_outbox": {"queue": "questline"},
+    "questline.prune": {"queue": "questline"},
 }
 
 # Flower and `celery events` see tasks as they run.

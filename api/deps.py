@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import AsyncIterator
-from typing import Annotated
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from models import User
+from models.users import Role
+from questline import security
 from questline.errors import Forbidden, Unauthorized
 from questline.infra.db import session_factory
 from questline.users import service as users
 
 bearer = HTTPBearer(auto_error=False, description="An access token from /auth/login")
+
+
+@asynccontextmanager
+async def _public_key(_app: Any) -> AsyncIterator[None]:
+    security.require_verifying_key()
+    yield
+
+
+# Included by the services that only verify tokens (catalog, processing): no routes,
+# but their start loads the public key, so a missing key stops the start with a
+# message naming the file and `questline keys`. They never create a key.
+verifying_service = APIRouter(lifespan=_public_key)
 
 
 async def get_session() -> AsyncIterator[Session]:
@@ -57,7 +73,7 @@ CurrentUser = Annotated[User, Depends(current_user)]
 
 
 def admin_user(user: CurrentUser) -> User:
-    if user.role != "admin":
+    if user.role != Role.ADMIN:
         raise Forbidden("admin role required")
     return user
 
@@ -65,8 +81,29 @@ def admin_user(user: CurrentUser) -> User:
 AdminUser = Annotated[User, Depends(admin_user)]
 
 
+# The client of an address that is not an IP: one shared key, so that made-up
+# X-Forwarded-For values cannot each start a fresh rate limit.
+UNKNOWN_CLIENT = "unknown"
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client that rate limits count against: its IP address, an IPv6 client as its
+    /64 (what one host or household is given), and UNKNOWN_CLIENT for anything else.
+
+    uvicorn takes the address from X-Forwarded-For when the peer is a trusted proxy
+    (--forwarded-allow-ips, loopback by default; see README); it does not check that
+    the value is an address, so this does.
+    """
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return UNKNOWN_CLIENT
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 # Ids are BIGINT: anything outside that range cannot exist and must not reach SQL.

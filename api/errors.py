@@ -10,9 +10,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 
 from questline.errors import DomainError
-from questline.infra import db
+from questline.infra import db, migrate
 
 
 async def domain_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -24,8 +25,14 @@ async def domain_error_handler(_request: Request, exc: Exception) -> JSONRespons
 
 async def database_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     """A database that is restarting or unreachable is a 503 the client may retry, not a
-    500; any other database error is a bug and stays a 500."""
+    500; so is a schema without this code's migrations, whose answer says what to run
+    (retrying alone never cures it). Any other database error is a bug: a 500."""
     assert isinstance(exc, DBAPIError)
+    if migrate.is_missing_schema_error(exc):
+        problem = await _schema_problem()
+        if problem:
+            return JSONResponse(status_code=503, content={"detail": problem})
+        raise exc
     if not db.is_transient(exc):
         raise exc
     return JSONResponse(
@@ -33,6 +40,16 @@ async def database_error_handler(_request: Request, exc: Exception) -> JSONRespo
         content={"detail": "database unavailable; retry shortly"},
         headers={"Retry-After": "1"},
     )
+
+
+async def _schema_problem() -> str:
+    """Why the schema is not ready ("" if it is); the error that brought us here already
+    names a missing table or column, so a failed look-up is reported as missing too."""
+    try:
+        state = await run_in_threadpool(migrate.check_schema)
+    except Exception:
+        return f"the database schema could not be read: {migrate.UPGRADE_HINT}"
+    return state.problem
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> Response:

@@ -54,6 +54,8 @@ class QuestPeriodProgress(Base):
 
 
 class RewardStatus(enum.StrEnum):
+    """An earned reward waits to be claimed, was credited to the wallet, or expired."""
+
     NOT_CLAIMED = "not_claimed"
     CLAIMED = "claimed"
     # Shown when an unclaimed reward is past expires_at; stored once a claim meets it.

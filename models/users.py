@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func, literal_column
@@ -10,11 +11,28 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, Id, UTCDateTime, utcnow
 
 
+class UserStatus(enum.StrEnum):
+    """Where a user stands: new until the first sign-in; a ban is final."""
+
+    NEW = "new"
+    NOT_NEW = "not_new"
+    BANNED = "banned"
+
+
+class Role(enum.StrEnum):
+    PLAYER = "player"
+    ADMIN = "admin"
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (
-        CheckConstraint("status IN ('new', 'not_new', 'banned')", name="status_valid"),
-        CheckConstraint("role IN ('player', 'admin')", name="role_valid"),
+        CheckConstraint(_one_of("status", UserStatus), name="status_valid"),
+        CheckConstraint(_one_of("role", Role), name="role_valid"),
         # Names are unique without regard to case.
         Index("uq_users_user_name_lower", func.lower(literal_column("user_name")), unique=True),
     )
@@ -22,8 +40,13 @@ class User(Base):
     user_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     user_name: Mapped[str] = mapped_column(String(32))
     password_hash: Mapped[str] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
-    role: Mapped[str] = mapped_column(String(16), default="player", server_default="player")
+    # Plain strings in the database; compare them with UserStatus and Role members.
+    status: Mapped[str] = mapped_column(
+        String(16), default=UserStatus.NEW, server_default=UserStatus.NEW.value
+    )
+    role: Mapped[str] = mapped_column(
+        String(16), default=Role.PLAYER, server_default=Role.PLAYER.value
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # IANA zone stamped on each event the user makes; gold and diamond live in `wallets`.

@@ -30,9 +30,23 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_parallelism: int = Field(default=1, ge=1)
 
-    login_max_failures_per_name: int = Field(default=5, ge=1)
+    # Failed logins per window (README, "Login limits"): per name from one client, per
+    # client, and per name from anywhere at a much higher bar, so that strangers
+    # cannot lock a player out of password login.
+    login_max_failures_per_name_and_client: int = Field(default=5, ge=1)
     login_max_failures_per_client: int = Field(default=50, ge=1)
+    login_max_failures_per_name: int = Field(default=100, ge=1)
     login_failure_window_seconds: int = Field(default=900, ge=1)
+    # Sign-ins (logins and refreshes) of one user per minute; more get 429.
+    sign_ins_per_user_per_minute: int = Field(default=60, ge=1)
+    # Sign-ups from one client address per hour; more get 429.
+    signups_per_client_per_hour: int = Field(default=30, ge=1)
+    # Password hashes (argon2) running at once in one process; None: one per core.
+    # A request waits this long for a turn, then gets 503 with Retry-After.
+    hashing_concurrency: int | None = Field(default=None, ge=1)
+    hashing_wait_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Clock skew between hosts tolerated on a token's iat and exp.
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
 
     catalog_cache_ttl_seconds: int = Field(default=60, ge=1)
 
@@ -41,7 +55,12 @@ class Settings(BaseSettings):
     sweep_after_seconds: float = Field(default=5.0, ge=0)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     sweeper_enabled: bool = True
+    # Failures (errors a retry cannot cure) before a sign-in is dead-lettered.
+    # Transient database errors never count: the tasks retry them (task_max_retries).
     max_attempts: int = Field(default=8, ge=1)
+    # Celery retries of a task after a transient database error, with exponential
+    # backoff and jitter capped at 30 s (see workers.tasks); then the sweeper takes over.
+    task_max_retries: int = Field(default=6, ge=0, le=100)
     batch_size: int = Field(default=200, ge=1)
     # How a stored sign-in wakes the workers: "batch" publishes one coalesced
     # questline.drain_outbox wake-up while none is pending (needs Redis; the
@@ -56,6 +75,15 @@ class Settings(BaseSettings):
     # message and a task. Adds at most this much lag; keep it well under the TTL.
     drain_linger_seconds: float = Field(default=0.05, ge=0, le=0.5)
     idempotency_retention_hours: int = Field(default=48, ge=24)
+    # Refresh tokens are deleted this long after they were used, revoked or expired.
+    # A used token presented later is "unknown" (401) and no longer revokes its family.
+    refresh_token_retention_hours: int = Field(default=720, ge=1)
+    # How often each worker prunes old refresh tokens and idempotency keys.
+    prune_interval_seconds: float = Field(default=3600, gt=0)
+
+    # After Redis fails to answer in time, every Redis call of the process (cache,
+    # limiter, publishing) fails at once; a background probe tries it this often.
+    redis_breaker_open_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # POST /events: how old an event may be without the events:backfill scope, and how
     # many events one user may send per minute (a batch over it is refused whole, 429).

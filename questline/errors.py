@@ -61,6 +61,35 @@ class TooManyAttempts(DomainError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class TooManySignIns(TooManyAttempts):
+    detail = "too many sign-ins for this user"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.detail = f"too many sign-ins for this user; retry in {retry_after} s"
+        self.args = (self.detail,)
+
+
+class TooManySignups(TooManyAttempts):
+    detail = "too many sign-ups from this address"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.detail = f"too many sign-ups from this address; retry in {retry_after} s"
+        self.args = (self.detail,)
+
+
+class HashingBusy(DomainError):
+    """Every password-hashing slot stayed taken for the whole wait: come back shortly."""
+
+    status_code = 503
+    detail = "too many password checks at once; retry shortly"
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__()
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class RefreshTokenReused(Unauthorized):
     """A spent refresh token came back: its whole family has been revoked."""
 

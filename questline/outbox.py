@@ -2,16 +2,23 @@
 transactions, the sweeper, dead letters and replay. Celery tasks and the CLI are thin
 callers of this module.
 
-An input that fails for a reason other than a transient database error (an event the
-engine cannot evaluate, a definition it cannot read, a constraint it breaks) fails
-alone: a failed batch is retried one input at a time, the failure is counted against
-that input with its error, and at max_attempts the input is dead-lettered.
+The messages that wake workers are queued on the session with
+questline.infra.after_commit and published after the commit by whichever sender
+the process registered (workers/publish.py). They are only wake-up calls: the
+sweeper applies every stored input whether or not its message arrives.
+
+Failures: a transient database error (questline.infra.db.is_transient) is not the
+input's fault and is never counted; the task retries it. An input that fails for any
+other reason (an event the engine cannot evaluate, a definition it cannot read, a
+constraint it breaks) fails alone: a failed batch is retried one input at a time, the
+failure is counted against that input with its error, and at max_attempts the input
+is dead-lettered.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,10 +26,32 @@ from typing import Any
 from models.base import utcnow
 from questline.config import get_settings
 from questline.infra import db
+from questline.infra.after_commit import after_commit
 from questline.quests import repository
 from questline.quests.rules import Applied, apply_inputs
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SignInStored:
+    """An input (a sign-in or a gameplay event) was stored: a worker should apply it soon.
+    (The v1 name is kept, like the task's.)"""
+
+    sign_in_id: int
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class SignInReplayed:
+    """An operator revived a dead input: it gets a message of its own."""
+
+    sign_in_id: int
+
+
+@dataclass(frozen=True)
+class MoreSignInsWaiting:
+    """A drain took a full batch, so more is waiting: wake another drain to help."""
 
 
 def process_sign_in(event_id: int) -> Applied:
@@ -38,7 +67,8 @@ def process_sign_in(event_id: int) -> Applied:
         with db.transaction() as session:
             return apply_inputs(session, event_ids=[event_id], wait=True, guard=guard)
     except Exception as exc:
-        count_failure([event_id], exc)
+        if not db.is_transient(exc):
+            count_failure([event_id], exc)
         raise
 
 
@@ -46,13 +76,13 @@ def drain(
     *,
     created_before_seconds: float = 0.0,
     limit: int | None = None,
-    on_full_batch: Callable[[], object] | None = None,
+    recruit_help: bool = False,
 ) -> Applied:
     """Apply pending inputs in batches until none is left that nobody else holds.
 
     A batch that fails is retried one input at a time, so a poison input fails
-    (and is eventually dead-lettered) alone. `on_full_batch` is called after each
-    full batch (more is probably waiting), e.g. to wake another worker.
+    (and is eventually dead-lettered) alone. With `recruit_help`, each full batch
+    (more is probably waiting) also wakes another drain after it commits.
     """
     settings = get_settings()
     batch = limit or settings.batch_size
@@ -62,6 +92,8 @@ def drain(
         try:
             with db.transaction() as session:
                 applied = apply_inputs(session, created_before=created_before, limit=batch)
+                if recruit_help and len(applied.inputs) == batch:
+                    after_commit(session, MoreSignInsWaiting())
         except Exception as exc:
             if db.is_transient(exc):
                 raise
@@ -70,8 +102,6 @@ def drain(
         _merge(total, applied)
         if len(applied.inputs) < batch:
             return total
-        if on_full_batch is not None:
-            on_full_batch()
 
 
 def _drain_one_by_one(created_before: Any, batch: int) -> Applied:
@@ -102,7 +132,8 @@ def _merge(total: Applied, part: Applied) -> None:
 
 
 def count_failure(event_ids: Sequence[int], exc: BaseException) -> None:
-    """Count a failed attempt against each event; best-effort when the database is away."""
+    """Count a failed attempt against each event (for errors a retry cannot cure);
+    best-effort when the database is away."""
     settings = get_settings()
     try:
         with db.transaction() as session:
@@ -118,15 +149,9 @@ def count_failure(event_ids: Sequence[int], exc: BaseException) -> None:
 
 
 def sweep() -> Applied:
-    """Apply inputs left unprocessed longer than sweep_after_seconds, and purge old
-    idempotency keys. Safe to run on every worker at once."""
-    settings = get_settings()
-    applied = drain(created_before_seconds=settings.sweep_after_seconds)
-    with db.transaction() as session:
-        repository.purge_idempotency_keys(
-            session, older_than=utcnow() - timedelta(hours=settings.idempotency_retention_hours)
-        )
-    return applied
+    """Apply inputs left unprocessed longer than sweep_after_seconds. Safe to run
+    on every worker at once (old idempotency keys are the pruner's: questline.retention)."""
+    return drain(created_before_seconds=get_settings().sweep_after_seconds)
 
 
 @dataclass(frozen=True)
@@ -143,8 +168,9 @@ def stats() -> OutboxStats:
     return OutboxStats(pending=pending, dead=dead, oldest_pending_age_seconds=max(age, 0.0))
 
 
-def list_unprocessed(limit: int = 100) -> list[dict[str, Any]]:
-    """Unprocessed inputs, pending or dead ("sign_in_id" is v1's name for event_id)."""
+def list_unprocessed(limit: int = 100, *, dead_only: bool = False) -> list[dict[str, Any]]:
+    """Unprocessed inputs, pending or dead (or only the dead letters), for `questline
+    events` ("sign_in_id" is v1's name for event_id)."""
     with db.transaction() as session:
         return [
             {
@@ -157,11 +183,15 @@ def list_unprocessed(limit: int = 100) -> list[dict[str, Any]]:
                 "created_at": e.created_at.isoformat(),
                 "last_error": e.last_error,
             }
-            for e in repository.list_unprocessed(session, limit=limit)
+            for e in repository.list_unprocessed(session, limit=limit, dead_only=dead_only)
         ]
 
 
 def revive(event_id: int) -> bool:
-    """Clear an event's dead-letter state so it is processed again."""
+    """Clear an event's dead-letter state so it is processed again, and send it a
+    message after the commit; False if it is not an unprocessed input."""
     with db.transaction() as session:
-        return repository.revive(session, event_id)
+        revived = repository.revive(session, event_id)
+        if revived:
+            after_commit(session, SignInReplayed(event_id))
+        return revived

@@ -1,4 +1,6 @@
-"""Password hashing (argon2id) and access tokens (EdDSA JWTs with a kid)."""
+"""Password hashing (argon2id, a capped number at once) and access tokens (EdDSA JWTs
+with a kid). Only the signing side (auth service, all-in-one app, `questline serve`,
+`questline keys`) may create the key pair; verifying services only read the public key."""
 
 from __future__ import annotations
 
@@ -6,8 +8,11 @@ import base64
 import hashlib
 import os
 import secrets
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -19,8 +24,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from models.users import Role
 from questline.config import Settings, get_settings
-from questline.errors import Unauthorized
+from questline.errors import HashingBusy, Unauthorized
 
 ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "sub", "jti", "role"]
@@ -39,8 +45,38 @@ def password_hasher() -> PasswordHasher:
     )
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@lru_cache
+def hashing_slots() -> threading.BoundedSemaphore:
+    """How many password hashes may run at once in this process
+    (QUESTLINE_HASHING_CONCURRENCY, by default one per core)."""
+    return threading.BoundedSemaphore(get_settings().hashing_concurrency or usable_cores())
+
+
+@contextmanager
+def _hashing_slot() -> Iterator[None]:
+    # Each argon2 hash holds a core and 19 MiB: past one per core, more at once only
+    # add memory and delay everything else. Excess requests wait briefly for a turn,
+    # then are told to come back (503) rather than pile up.
+    slots = hashing_slots()
+    if not slots.acquire(timeout=get_settings().hashing_wait_seconds):
+        raise HashingBusy(retry_after=1)
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 def hash_password(password: str) -> str:
-    return password_hasher().hash(password)
+    """An argon2id hash; HashingBusy when no hashing slot frees up in time."""
+    with _hashing_slot():
+        return password_hasher().hash(password)
 
 
 @lru_cache
@@ -49,13 +85,15 @@ def _dummy_hash() -> str:
 
 
 def verify_password(password: str, password_hash: str | None) -> bool:
-    """Verify in constant work: unknown users are checked against a dummy hash."""
-    try:
-        return password_hasher().verify(password_hash or _dummy_hash(), password) and (
-            password_hash is not None
-        )
-    except (VerificationError, InvalidHashError):
-        return False
+    """Verify in constant work: unknown users are checked against a dummy hash.
+    HashingBusy when no hashing slot frees up in time."""
+    with _hashing_slot():
+        try:
+            return password_hasher().verify(password_hash or _dummy_hash(), password) and (
+                password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 # --- refresh tokens --------------------------------------------------------
@@ -128,6 +166,10 @@ def ensure_keypair(settings: Settings) -> None:
     )
 
 
+class KeyFileMissing(RuntimeError):
+    """A key this process needs is not there; it is never made up on the spot."""
+
+
 @dataclass(frozen=True)
 class VerifyingKey:
     key: Ed25519PublicKey
@@ -135,24 +177,39 @@ class VerifyingKey:
 
 
 def _default_keys(settings: Settings) -> bool:
-    """True when no key file is configured: the keys live in the data dir and are
-    generated on first use (embedded mode, tests). A configured key is never made up:
-    a service given only the public key must verify with it, or fail, not mint its own."""
+    """True when no key file is configured: the keys live in the data dir, and the
+    signing side (auth service, all-in-one app, `questline serve`) creates them on
+    first start. A configured key is never made up."""
     return settings.jwt_private_key_file is None and settings.jwt_public_key_file is None
+
+
+def prepare_signing_keys() -> None:
+    """At the start of a process that signs tokens: create the default key pair if
+    there is none yet, then load both keys, so that a missing or unreadable key stops
+    the start rather than the first login."""
+    signing_key()
+    verifying_key()
+
+
+def require_verifying_key() -> None:
+    """At the start of a process that only verifies tokens: load the public key now,
+    so that a missing one stops the start with KeyFileMissing. Never creates a key."""
+    verifying_key()
 
 
 @lru_cache
 def verifying_key() -> VerifyingKey:
     settings = get_settings()
     path = settings.public_key_path
-    if not path.exists() and _default_keys(settings):
-        ensure_keypair(settings)
     if path.exists():
         key = serialization.load_pem_public_key(path.read_bytes())
     elif settings.private_key_path.exists():
         key = signing_key().public_key()  # the auth service may hold the private key only
     else:
-        raise RuntimeError(f"JWT public key {path} not found (QUESTLINE_JWT_PUBLIC_KEY_FILE)")
+        raise KeyFileMissing(
+            f"JWT public key {path} not found (QUESTLINE_JWT_PUBLIC_KEY_FILE): create the "
+            "key pair with `questline keys`, or start the auth service first"
+        )
     if not isinstance(key, Ed25519PublicKey):
         raise RuntimeError(f"{path} is not an Ed25519 public key")
     return VerifyingKey(key, key_id(key))
@@ -160,12 +217,17 @@ def verifying_key() -> VerifyingKey:
 
 @lru_cache
 def signing_key() -> Ed25519PrivateKey:
+    """The private key; only the signing side calls this, and it creates the default
+    pair on first use."""
     settings = get_settings()
     path = settings.private_key_path
     if _default_keys(settings):
         ensure_keypair(settings)
     if not path.exists():
-        raise RuntimeError(f"JWT private key {path} not found (QUESTLINE_JWT_PRIVATE_KEY_FILE)")
+        raise KeyFileMissing(
+            f"JWT private key {path} not found (QUESTLINE_JWT_PRIVATE_KEY_FILE): create "
+            "the key pair with `questline keys`"
+        )
     key = serialization.load_pem_private_key(path.read_bytes(), None)
     if not isinstance(key, Ed25519PrivateKey):
         raise RuntimeError(f"{path} is not an Ed25519 private key")
@@ -194,13 +256,14 @@ def jwks() -> dict[str, Any]:
 @dataclass(frozen=True)
 class TokenClaims:
     user_id: int
-    role: str
+    role: Role
     jti: str
 
 
 def mint_access_token(user_id: int, role: str) -> tuple[str, int]:
     """A signed access token and its lifetime in seconds."""
     settings = get_settings()
+    key = signing_key()  # first: on the signing side it creates the default pair
     now = int(time.time())
     ttl = settings.token_ttl_seconds
     claims = {
@@ -212,28 +275,29 @@ def mint_access_token(user_id: int, role: str) -> tuple[str, int]:
         "role": role,
     }
     vk = verifying_key()
-    token = jwt.encode(claims, signing_key(), algorithm=ALGORITHM, headers={"kid": vk.kid})
+    token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": vk.kid})
     return token, ttl
 
 
 def decode_access_token(token: str) -> TokenClaims:
-    """Verify signature, algorithm, kid, exp and iss; anything off is Unauthorized."""
+    """Verify signature, algorithm, kid, exp and iss; anything off is Unauthorized.
+    iat and exp are allowed QUESTLINE_JWT_LEEWAY_SECONDS of clock skew between hosts."""
     vk = verifying_key()
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM or header.get("kid") != vk.kid:
             raise Unauthorized("invalid token")
+        settings = get_settings()
         claims = jwt.decode(
             token,
             vk.key,
             algorithms=[ALGORITHM],
-            issuer=get_settings().jwt_issuer,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway_seconds,
             options={"require": REQUIRED_CLAIMS},
         )
         user_id = int(claims["sub"])
-        role = claims["role"]
-        if role not in ("player", "admin"):
-            raise Unauthorized("invalid token")
+        role = Role(claims["role"])  # ValueError for any other role
         return TokenClaims(user_id=user_id, role=role, jti=str(claims["jti"]))
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None

@@ -7,9 +7,13 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from questline import security
 from questline.config import get_settings
 from questline.infra import db
 from tests import factories as f
+from tests import support
 
 SIGN_IN_FIELDS = {
     "access_token",
@@ -168,7 +173,7 @@ def test_login_turns_a_new_player_into_not_new(client: httpx.Client) -> None:
 
 def test_repeated_failures_for_a_name_are_limited_with_retry_after(client: httpx.Client) -> None:
     stored_user("alice")
-    limit = get_settings().login_max_failures_per_name
+    limit = get_settings().login_max_failures_per_name_and_client  # all from one client
     for _ in range(limit):
         assert login(client, "alice", "wrong-password").status_code == 401
     for password in ("wrong-password", f.PASSWORD):  # even the right one waits now
@@ -183,7 +188,7 @@ def test_repeated_failures_for_a_name_are_limited_with_retry_after(client: httpx
 
 def test_a_successful_login_clears_the_failure_count(client: httpx.Client) -> None:
     stored_user("alice")
-    limit = get_settings().login_max_failures_per_name
+    limit = get_settings().login_max_failures_per_name_and_client
     for _ in range(limit - 1):
         assert login(client, "alice", "wrong-password").status_code == 401
     assert login(client, "alice").status_code == 200
@@ -303,6 +308,78 @@ def test_ban_is_for_admins_and_locks_the_user_out(client: httpx.Client) -> None:
     assert refresh(client, session["refresh_token"]).status_code == 403
     assert login(client, "alice").status_code == 403
     assert client.get("/auth/me", headers=f.bearer(other_id)).status_code == 200
+
+
+def test_an_admin_cannot_ban_themselves(client: httpx.Client) -> None:
+    admin_id = stored_user("root", role="admin")
+    r = client.post(f"/auth/users/{admin_id}/ban", headers=f.bearer(admin_id, "admin"))
+    assert r.status_code == 409, r.text
+    assert "yourself" in r.json()["detail"]
+    assert client.get("/auth/me", headers=f.bearer(admin_id, "admin")).json()["status"] == "new"
+
+
+CHAINS = 8
+
+
+def ban_during_refresh_chains(
+    client: httpx.Client, admin: dict[str, str], name: str
+) -> tuple[httpx.Response, list[list[int]]]:
+    """Log `name` in CHAINS times, refresh each session in a loop on its own connection
+    until refused, and ban the user once every chain is going: the ban's answer and
+    each chain's answers."""
+    user_id = stored_user(name)
+    tokens = [login(client, name).json()["refresh_token"] for _ in range(CHAINS)]
+    answers: list[list[int]] = [[] for _ in range(CHAINS)]
+    start = threading.Barrier(CHAINS)
+    abort = threading.Event()  # the ban failed: nothing will end the chains
+
+    def chain(i: int) -> None:
+        with httpx.Client(base_url=client.base_url, timeout=120) as c:
+            token = tokens[i]
+            start.wait()
+            while not abort.is_set():
+                r = refresh(c, token)
+                answers[i].append(r.status_code)
+                if r.status_code != 200:
+                    return
+                token = r.json()["refresh_token"]
+
+    threads = [threading.Thread(target=chain, args=(i,)) for i in range(CHAINS)]
+    for t in threads:
+        t.start()
+    ban = None
+    try:
+        support.wait_until(
+            lambda: all(len(a) >= 2 for a in answers), 120, "every chain to be refreshing"
+        )
+        ban = client.post(f"/auth/users/{user_id}/ban", headers=admin)
+    finally:
+        if ban is None or ban.status_code != 200:
+            abort.set()
+        for t in threads:
+            t.join(120)  # a hang detector: once the user is banned, every chain ends
+        abort.set()
+    assert not any(t.is_alive() for t in threads), "a refresh chain never ended"
+    return ban, answers
+
+
+def test_a_ban_racing_8_refresh_chains_wins_every_time(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ban and refresh lock the same rows in the same order: a ban under refresh load
+    neither deadlocks nor answers 503, and each chain sees 200s, then 403."""
+    monkeypatch.setattr(get_settings(), "sign_ins_per_user_per_minute", 1_000_000)
+    admin = f.bearer(stored_user("root", role="admin"), "admin")
+    for trial in range(20):
+        ban, answers = ban_during_refresh_chains(client, admin, f"racer{trial}")
+        assert ban.status_code == 200, (trial, ban.status_code, ban.text)
+        assert ban.json()["status"] == "banned"
+        for seen in answers:
+            assert seen[-1] == 403, (trial, Counter(seen))
+            assert set(seen[:-1]) == {200}, (trial, Counter(seen))
+        with db.transaction() as session:
+            user = session.get_one(User, ban.json()["user_id"])
+            assert user.status == "banned"
 
 
 def test_jwks_publishes_the_verifying_key(client: httpx.Client) -> None:
@@ -440,3 +517,94 @@ def test_create_admin_refuses_a_name_the_api_would_refuse(
         user = repository.get_by_name(session, "BOSS")
         assert user is not None
         assert user.role == "admin"
+
+
+def test_a_token_issued_slightly_ahead_of_this_clock_is_accepted(client: httpx.Client) -> None:
+    """Hosts' clocks differ by a few seconds: iat in the near future is within the leeway."""
+    user_id = stored_user("alice")
+    leeway = get_settings().jwt_leeway_seconds
+    assert 5 <= leeway <= 300
+    header = {"alg": "EdDSA", "typ": "JWT", "kid": security.verifying_key().kid}
+    now = int(time.time())
+
+    def token(**changes: Any) -> dict[str, str]:
+        claims = claims_for(user_id, role="player", **changes)
+        forged = forge(header, claims, security.signing_key().sign)
+        return {"Authorization": f"Bearer {forged}"}
+
+    assert client.get("/auth/me", headers=token(iat=now + 5)).status_code == 200
+    assert client.get("/auth/me", headers=token(iat=now + leeway + 60)).status_code == 401
+    expired = token(iat=now - 3600, exp=now - leeway - 60)
+    assert client.get("/auth/me", headers=expired).status_code == 401
+
+
+def test_answers_carrying_secrets_are_not_stored_by_caches(client: httpx.Client) -> None:
+    r = signup(client, "alice")
+    assert r.status_code == 201
+    assert r.headers["cache-control"] == "no-store"
+    r = login(client, "alice")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+    r = refresh(client, r.json()["refresh_token"])
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "no-store"
+
+
+# --- signing keys: who may create them -------------------------------------------
+
+
+def start_app(app: str, data_dir: Path) -> support.Process:
+    """uvicorn serving `app` with an empty data dir and no key files configured."""
+    env = support.child_env(QUESTLINE_DATA_DIR=str(data_dir))
+    env.pop("QUESTLINE_JWT_PUBLIC_KEY_FILE", None)
+    env.pop("QUESTLINE_JWT_PRIVATE_KEY_FILE", None)
+    port = support.free_port()
+    args = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    proc = support.Process(args, env, name=app.split(".")[1])
+    proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return proc
+
+
+@pytest.mark.parametrize("app", ["api.catalog.main:app", "api.processing.main:app"])
+def test_a_verifying_service_without_the_public_key_stops_at_start(
+    app: str, tmp_path: Path
+) -> None:
+    proc = start_app(app, tmp_path)
+    try:
+        support.wait_until(lambda: not proc.alive(), 60, f"{app} to stop")
+        out = proc.output()
+        assert proc.proc.returncode != 0
+        assert str(tmp_path / "jwt-public.pem") in out, out
+        assert "questline keys" in out, out
+    finally:
+        proc.stop()
+    assert list(tmp_path.iterdir()) == []  # it made up no key
+
+
+def test_the_auth_service_creates_the_key_pair_on_first_start(tmp_path: Path) -> None:
+    proc = start_app("api.auth.main:app", tmp_path)
+    try:
+
+        def answering() -> bool:
+            assert proc.alive(), proc.output()
+            try:
+                return httpx.get(f"{proc.url}/healthz", timeout=2).status_code == 200  # type: ignore[attr-defined]
+            except httpx.HTTPError:
+                return False
+
+        support.wait_until(answering, 60, "the auth service to answer")
+        assert (tmp_path / "jwt-private.pem").exists()
+        assert (tmp_path / "jwt-public.pem").exists()
+        # Now a verifying service starts on the same data dir.
+        other = start_app("api.catalog.main:app", tmp_path)
+        try:
+            support.wait_until(
+                lambda: not other.alive() or "startup complete" in other.output(),
+                60,
+                "the catalog service to start",
+            )
+            assert other.alive(), other.output()
+        finally:
+            other.stop()
+    finally:
+        proc.stop()

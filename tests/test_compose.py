@@ -90,6 +90,29 @@ def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
     assert len(set(ports)) == 3
 
 
+def test_only_the_proxy_is_published_beyond_this_host() -> None:
+    for name, service in SERVICES.items():
+        for published in service.get("ports", []):
+            if name == "proxy":
+                continue
+            assert published.startswith("127.0.0.1:"), f"{name} publishes {published}"
+    assert SERVICES["flower"]["ports"] == ["127.0.0.1:5555:5555"]
+
+
+@pytest.mark.parametrize("service", sorted(APP_SERVICES))
+def test_services_send_no_server_header(service: str) -> None:
+    assert "--no-server-header" in command(service)
+
+
+def test_the_proxy_hides_its_version_and_says_nosniff_on_its_own_answers() -> None:
+    conf = (support.ROOT / "deploy" / "nginx.conf").read_text()
+    assert re.search(r"^\s*server_tokens off;", conf, re.MULTILINE)
+    own = re.findall(r"location (?:= )?/\S* \{([^}]*return [^}]*)\}", conf)
+    assert len(own) == 2
+    for block in own:
+        assert "add_header X-Content-Type-Options nosniff always;" in block
+
+
 def test_only_auth_gets_the_private_key() -> None:
     def mounts(name: str) -> set[str]:
         return {v.split(":")[0] for v in SERVICES[name].get("volumes", [])}
@@ -199,7 +222,7 @@ def test_proxy_sends_every_route_of_each_service_to_that_service() -> None:
             concrete = re.sub(r"\{[^}]+\}", "1", path)
             assert owner(concrete) == service, f"{concrete} goes to {owner(concrete)}"
             routed += 1
-    assert routed >= 15  # the paths of API.md
+    assert routed >= 15  # the paths of docs/api.md
     for stray in ("/quest", "/meta", "/authx", "/", "/docs"):
         assert owner(stray) is None, stray
 
@@ -273,6 +296,8 @@ def test_three_services_and_two_workers_share_one_story(tmp_path: Path) -> None:
         with httpx.Client(timeout=30) as http:
             r = http.post(url("/auth/signup"), json={"user_name": "erin", "password": PASSWORD})
             assert r.status_code == 201, r.text
+            assert "server" not in r.headers
+            assert r.headers["x-content-type-options"] == "nosniff"
             creds = {"user_name": "erin", "password": PASSWORD}
             signs = [http.post(url("/auth/login"), json=creds).json()]
             for _ in range(2):

@@ -1,4 +1,5 @@
-"""Promises of API.md that no other test pins down, each checked over real HTTP."""
+"""Promises of docs/api.md (the public contract) that no other test pins down, each
+checked over real HTTP."""
 
 from __future__ import annotations
 

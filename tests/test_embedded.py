@@ -10,13 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+import harness
+from harness import pid_alive
 from tests import support
 from tests.conftest import PASSWORD, Player
 
@@ -29,30 +30,18 @@ def clean_env(**overrides: str) -> dict[str, str]:
     return {**env, **overrides}
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
-
-
-class Embedded:
+class Embedded(harness.Process):
     """`questline serve --port N` started in `folder`, its output (and its worker's) in a log."""
 
     def __init__(self, folder: Path, **env: str) -> None:
         self.folder = folder
         self.port = support.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = folder / f"serve-{time.monotonic_ns()}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        super().__init__(
             [QUESTLINE, "serve", "--port", str(self.port)],
+            clean_env(**env),
+            harness.log_path(folder, "serve"),
             cwd=folder,
-            env=clean_env(**env),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         support.wait_until(
             lambda: not self.alive() or ("ready." in self.output() and self.answers()),
@@ -68,55 +57,36 @@ class Embedded:
         except httpx.HTTPError:
             return False
 
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def worker_pids(self) -> list[int]:
         pids: list[int] = []
-        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
             pids += [int(p) for p in (task / "children").read_text().split()]
         return pids
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal serve alone (not its worker) and wait: serve must stop its worker."""
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """Signal serve alone (not its worker) and wait: serve must stop its worker.
+        What is left of the group afterwards is killed."""
         self.client.close()
-        if self.alive():
-            self.proc.send_signal(sig)
+        self.kill(sig)
         try:
-            code = self.proc.wait(30)
+            self.wait(timeout)
         finally:
-            if self.alive():
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.log.close()
-        return code
-
-    def __enter__(self) -> Embedded:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            super().stop(signal.SIGKILL)
 
 
-def wait_processed(player: Player, sign_in_id: int) -> float:
-    """Seconds until the sign-in is processed. Less than the sweeper's 5 s delay, so
-    only the message path (broker file -> worker) can make it in time."""
-    start = time.monotonic()
-    player.wait_processed(sign_in_id, timeout=4)
-    return time.monotonic() - start
+# With the sweeper off, a sign-in applied at all was applied by its message (broker
+# file -> worker), however long that took.
+NO_SWEEPER = {"QUESTLINE_SWEEPER_ENABLED": "false"}
 
 
 def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Path) -> None:
-    with Embedded(tmp_path) as app:
+    with Embedded(tmp_path, **NO_SWEEPER) as app:
         out = app.output()
         assert f"Questline is listening on {app.url}" in out
         assert f"{app.url}/docs" in out
         assert app.client.get("/docs").status_code == 200
-        assert app.client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok"}
+        checks = app.client.get("/readyz").json()["checks"]
+        assert checks == {"database": "ok", "schema": "ok", "broker": "ok"}
         assert app.client.get("/quests").status_code == 401
         data = tmp_path / "questline-data"
         assert {"questline.db", "broker.db", "jwt-private.pem", "jwt-public.pem"} <= {
@@ -125,10 +95,8 @@ def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Pat
         assert (data / "jwt-private.pem").stat().st_mode & 0o077 == 0
 
         alice = Player(app.client, "alice")
-        lags = []
-        signs = [alice.login(), alice.refresh(), alice.login()]
-        for s in signs:
-            lags.append(wait_processed(alice, s["sign_in_id"]))
+        for s in [alice.login(), alice.refresh(), alice.login()]:
+            alice.wait_processed(s["sign_in_id"], timeout=60)
         q = alice.quest()
         assert (q["curr_streak"], q["completions"], q["claimable"], q["status"]) == (
             0,
@@ -141,14 +109,14 @@ def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Pat
         assert r.json()["balance"] == {"gold": 0, "diamond": 10}
 
         for s in [alice.refresh(), alice.login(), alice.refresh()]:
-            lags.append(wait_processed(alice, s["sign_in_id"]))
+            alice.wait_processed(s["sign_in_id"], timeout=60)
         assert alice.quest()["claimable"] == 1
         r = alice.post("/me/quests/1/claim")
         assert r.status_code == 200, r.text
         assert r.json()["balance"] == {"gold": 0, "diamond": 20}
 
         for s in [alice.login(), alice.refresh(), alice.login()]:
-            lags.append(wait_processed(alice, s["sign_in_id"]))
+            alice.wait_processed(s["sign_in_id"], timeout=60)
         assert alice.post("/me/quests/1/claim").status_code == 409
         before = alice.quest()
         assert (before["completions"], before["claimed"], before["claimable"]) == (2, 2, 0)
@@ -157,14 +125,12 @@ def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Pat
         old_token, old_refresh = alice.token, alice.refresh_token
         worker_pids = app.worker_pids()
         assert len(worker_pids) == 1
-        print(f"sign-in lag in embedded mode: max {max(lags):.3f} s, {sorted(lags)}")
-        assert max(lags) < 2.0, lags
 
     assert app.proc.returncode == 0, app.output()
     assert "Questline stopped." in app.output()
-    support.wait_until(lambda: not any(map(pid_alive, worker_pids)), 5, "the worker to exit")
+    support.wait_until(lambda: not any(map(pid_alive, worker_pids)), 30, "the worker to exit")
 
-    with Embedded(tmp_path) as again:
+    with Embedded(tmp_path, **NO_SWEEPER) as again:
         alice.client = again.client
         alice.token, alice.refresh_token = old_token, old_refresh
         # Same keys: the token minted before the restart still verifies.
@@ -172,14 +138,15 @@ def test_serve_plays_the_whole_story_and_keeps_it_across_a_restart(tmp_path: Pat
         assert (me["diamond"], me["gold"], me["status"]) == (20, 0, "not_new")
         assert alice.quest() == before
         assert alice.get("/me/events", params={"limit": 500}).json() == history
-        wait_processed(alice, alice.refresh()["sign_in_id"])
+        alice.wait_processed(alice.refresh()["sign_in_id"], timeout=60)
         assert alice.quest()["completions"] == 2
         assert alice.get("/auth/me").json()["diamond"] == 20
 
         # serve killed outright: its worker must not outlive it.
         worker_pids = again.worker_pids()
-        assert again.stop(signal.SIGKILL) == -signal.SIGKILL
-        support.wait_until(lambda: not any(map(pid_alive, worker_pids)), 10, "orphan to exit")
+        again.stop(signal.SIGKILL)
+        assert again.proc.returncode == -signal.SIGKILL
+        support.wait_until(lambda: not any(map(pid_alive, worker_pids)), 30, "orphan to exit")
 
 
 def test_concurrent_sign_ins_of_one_player_are_all_counted(tmp_path: Path) -> None:
@@ -235,7 +202,7 @@ def test_concurrent_sign_ins_of_one_player_are_all_counted(tmp_path: Path) -> No
 
         bob.token = refreshes[0].json()["access_token"]
         support.wait_until(
-            lambda: bob.quest(quest_id)["completions"] == 40, 20, "40 sign-ins to be applied"
+            lambda: bob.quest(quest_id)["completions"] == 40, 60, "40 sign-ins to be applied"
         )
         assert bob.get("/auth/me").json()["gold"] == 40
         seed = bob.quest(1)
@@ -251,13 +218,13 @@ def test_sign_ins_left_by_a_crash_are_applied_after_the_next_start(tmp_path: Pat
     fast_sweeper = {"QUESTLINE_SWEEP_AFTER_SECONDS": "1", "QUESTLINE_SWEEP_INTERVAL_SECONDS": "0.5"}
     app = Embedded(tmp_path, **fast_sweeper)
     carol = Player(app.client, "carol")
-    wait_processed(carol, carol.login()["sign_in_id"])
+    carol.wait_processed(carol.login()["sign_in_id"], timeout=60)
     worker = app.worker_pids()[0]
     os.kill(worker, signal.SIGSTOP)  # the worker hangs...
     stranded = carol.refresh()["sign_in_id"]  # ...a sign-in is stored...
     app.stop(signal.SIGKILL)  # ...and the machine dies.
     os.kill(worker, signal.SIGKILL)
-    support.wait_until(lambda: not pid_alive(worker), 5, "the stopped worker to die")
+    support.wait_until(lambda: not pid_alive(worker), 30, "the stopped worker to die")
 
     pending = subprocess.run(
         [QUESTLINE, "events", "--pending", "--json"],
@@ -277,13 +244,13 @@ def test_sign_ins_left_by_a_crash_are_applied_after_the_next_start(tmp_path: Pat
 
     with Embedded(tmp_path, **fast_sweeper) as again:
         carol.client = again.client
-        carol.wait_processed(stranded, timeout=15)
+        carol.wait_processed(stranded, timeout=60)
         q = carol.quest()
         assert (q["curr_streak"], q["completions"]) == (2, 0)
         # The sweeper logs after its whole pass, a moment after the commit seen above.
         support.wait_until(
             lambda: "sweeper applied 1 stale sign-ins" in again.output(),
-            10,
+            30,
             "the sweeper to report the sign-in it applied",
         )
 
@@ -326,7 +293,7 @@ def test_events_and_replay_commands_on_the_test_database(worker: Any) -> None:
         with db.transaction() as s:
             return s.get(Event, sign_in.sign_in_id).processed_at is not None  # type: ignore[union-attr]
 
-    support.wait_until(processed, 15, "the replayed sign-in to be applied")
+    support.wait_until(processed, 60, "the replayed sign-in to be applied")
     after = questline("events", "--pending", "--json")
     assert json.loads(after.stdout) == []
     again = questline("replay", str(sign_in.sign_in_id))

@@ -102,7 +102,7 @@ def test_the_seed_quest_counts_sign_ins_as_v1_did(
     states, _ = live([SEED], events)
     state = states.get(1, QuestState())
     view = quest_view(SEED, state, now=T0 + 20 * DAY, user_tz="UTC")
-    assert (view.curr_streak, state.completions) == (curr_streak, done)
+    assert (view.curr_streak, state.completions) == (Decimal(curr_streak), done)
 
 
 def test_the_seed_quest_records_v1_history_for_each_sign_in() -> None:
@@ -467,6 +467,12 @@ def test_fold_applies_events_in_occurred_at_then_event_id_order() -> None:
     ]
     untouched = QuestState(completions=4)
     assert fold([first], {9: untouched}, [])[0] == {9: untouched}
+
+
+def test_fold_takes_one_users_events() -> None:
+    other = EventIn(event_id=9, user_id=8, type="sign_in", occurred_at=T0)
+    with pytest.raises(EvaluationError, match=re.escape("got users [7, 8]")):
+        fold([quest()], {}, [event(1), other])
 
 
 EVENT_ERRORS = [

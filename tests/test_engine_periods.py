@@ -32,8 +32,9 @@ MON, WED, SUN = Weekday.MONDAY, Weekday.WEDNESDAY, Weekday.SUNDAY
 US = timedelta(microseconds=1)
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+        ) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # (zone, kind, reset_at, week starts on, event instant) -> (key, starts_at, ends_at)
@@ -274,3 +275,11 @@ def test_every_instant_lies_in_exactly_one_period_and_periods_follow_each_other(
     if local_start.replace(tzinfo=None) > wanted:
         before = (period.starts_at - US).astimezone(zone(tz)).replace(tzinfo=None)
         assert before < wanted  # the clocks jumped over the reset time
+
+
+def test_a_reset_time_that_says_fold_1_is_read_like_any_other() -> None:
+    # 02:44 does not exist in New York on 2027-03-14: the period starts when the clocks
+    # land at 03:00 EDT (07:00 UTC), whatever fold the reset time carries.
+    expected = datetime(2027, 3, 14, 7, 0, tzinfo=UTC)
+    for fold in (0, 1):
+        assert reset_instant(date(2027, 3, 14), time(2, 44, fold=fold), zone(NY)) == expected

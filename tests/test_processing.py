@@ -318,12 +318,12 @@ def test_history_paging_bounds_are_accepted(client: httpx.Client) -> None:
     assert (r.status_code, r.json()) == (200, [])
 
 
+@pytest.mark.usefixtures("no_worker")  # no sweeper: the sign-in stays pending until applied
 def test_a_sign_in_is_pending_then_processed(client: httpx.Client) -> None:
     with db.transaction() as session:
         user_id = f.add_user(session).user_id
         [sign_in_id] = f.add_sign_ins(session, user_id)
     headers = f.bearer(user_id)
-    # The sweeper leaves sign-ins younger than sweep_after_seconds (1 s here) alone.
     r = client.get(f"/sign-ins/{sign_in_id}", headers=headers)
     assert r.status_code == 200
     pending = r.json()
@@ -368,7 +368,7 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "ok"
-    assert r.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert r.json()["checks"] == {"database": "ok", "schema": "ok", "broker": "ok"}
 
 
 def counter(text: str, route: str, status: str) -> float:

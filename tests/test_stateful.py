@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -34,6 +35,9 @@ from questline.quests import service as quests
 from questline.quests.rules import apply_inputs
 from questline.wallet.repository import balances
 from tests import factories as f
+
+# The model decides when each sign-in is applied, so no worker may sweep this database.
+pytestmark = pytest.mark.usefixtures("no_worker")
 
 SEED_QUEST = 1  # streak 3, duplication 2, 10 diamonds, claimed by hand
 USERS = ("ann", "bob")

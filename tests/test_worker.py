@@ -4,6 +4,7 @@ threads racing, the broker away at login, a poison sign-in and the operator comm
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def test_a_sign_in_delivered_five_times_is_applied_once(worker: support.Process)
         ]
         return lines if len(lines) == len(task_ids) else None
 
-    lines = support.wait_until(outcomes, 20, "the five deliveries to be handled")
+    lines = support.wait_until(outcomes, 60, "the five deliveries to be handled")
     applied = [line for line in lines if "'outcome': 'applied'" in line]
     repeated = [line for line in lines if "'outcome': 'already processed'" in line]
     # The sweeper may have taken it first (then no delivery applied it); never twice.
@@ -98,7 +99,7 @@ def test_twenty_concurrent_sign_ins_of_one_player_all_count(client: httpx.Client
         sign_in_ids = list(pool.map(sign_in, range(20)))
     assert len(set(sign_in_ids)) == 20
 
-    support.wait_until(lambda: processed_sign_ins(user_id) == 20, 30, "20 processed sign-ins")
+    support.wait_until(lambda: processed_sign_ins(user_id) == 20, 60, "20 processed sign-ins")
     with db.transaction() as session:
         assert f.progress(session, user_id, slow) == (20 - 14, 2)
         assert f.progress(session, user_id, every) == (0, 20)
@@ -167,24 +168,34 @@ def test_a_login_while_the_broker_is_down_is_answered_and_applied_later(
         user_id = f.add_user(session, "offline").user_id
     url: str = server_without_broker.url  # type: ignore[attr-defined]
     with httpx.Client(base_url=url, timeout=30) as c:
-        started = time.monotonic()
-        r = c.post("/auth/login", json={"user_name": "offline", "password": f.PASSWORD})
-        elapsed = time.monotonic() - started
-        assert r.status_code == 200, r.text
-        # One argon2 verify and a few refused connections; the publish happens after
-        # the answer. The bound is loose because CI machines are shared.
-        assert elapsed < 3.0, f"login took {elapsed:.2f} s with the broker down"
-        sign_in_id = r.json()["sign_in_id"]
+
+        def timed(name: str) -> tuple[httpx.Response, float]:
+            started = time.perf_counter()
+            r = c.post("/auth/login", json={"user_name": name, "password": f.PASSWORD})
+            return r, time.perf_counter() - started
+
+        # A good login and a refused one both pay one argon2 verify; only the good one
+        # stores a sign-in and tries to publish it. Timed side by side, so a slow or busy
+        # machine slows both alike: a publish that waited for the broker would show.
+        good: list[float] = []
+        refused: list[float] = []
+        for _ in range(3):
+            r, seconds = timed("offline")
+            assert r.status_code == 200, r.text
+            good.append(seconds)
+            wrong, seconds = timed("nobody-here")
+            assert wrong.status_code == 401, wrong.text
+            refused.append(seconds)
+        ratio = statistics.median(good) / statistics.median(refused)
+        assert ratio < 3, f"logins took {good} s with the broker down, refused ones {refused} s"
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
 
-        # No message reached a worker; the suite worker's sweeper applies it.
-        def processed() -> bool:
-            status = c.get(f"/sign-ins/{sign_in_id}", headers=headers).json()["status"]
-            return bool(status == "processed")
-
-        support.wait_until(processed, 20, "the sweeper to apply the sign-in", interval=0.2)
-        assert c.get("/me/quests", headers=headers).json()[0]["curr_streak"] == 1
-    assert processed_sign_ins(user_id) == 1
+        # No message reached a worker; the suite worker's sweeper applies the sign-ins.
+        support.wait_until(
+            lambda: processed_sign_ins(user_id) == 3, 60, "the sweeper to apply the sign-ins"
+        )
+        quest = c.get("/me/quests", headers=headers).json()[0]
+        assert (quest["curr_streak"], quest["completions"]) == (0, 1)
 
 
 def test_readiness_names_the_broker_when_it_is_down(
@@ -230,7 +241,7 @@ def test_a_poison_sign_in_goes_dead_and_is_replayed_by_an_operator(
             event = session.get(Event, poison)
             return event if event is not None and event.dead_at is not None else None
 
-    dead = support.wait_until(state, 30, "the poison sign-in to go dead", interval=0.2)
+    dead = support.wait_until(state, 120, "the poison sign-in to go dead", interval=0.2)
     assert dead.attempts == max_attempts
     assert dead.processed_at is None
     assert "out of range" in (dead.last_error or "")
@@ -261,7 +272,7 @@ def test_a_poison_sign_in_goes_dead_and_is_replayed_by_an_operator(
     assert cli.main(["replay", str(poison)]) == 0  # ... and replays the sign-in
     assert "re-enqueued" in capsys.readouterr().out
 
-    support.wait_until(lambda: processed_sign_ins(poisoned) == 1, 20, "the replayed sign-in")
+    support.wait_until(lambda: processed_sign_ins(poisoned) == 1, 60, "the replayed sign-in")
     with db.transaction() as session:
         assert balances(session, poisoned)["diamond"] == 10
     assert cli.main(["events", "--json"]) == 0
@@ -297,7 +308,7 @@ def test_a_worker_serves_metrics_from_all_its_pool_processes() -> None:
             done = values.get("questline_sign_ins_processed_total", 0) == 3
             return values if done else None
 
-        values = support.wait_until(scraped, 30, "the worker's metrics to count 3 sign-ins")
+        values = support.wait_until(scraped, 60, "the worker's metrics to count 3 sign-ins")
     assert values["questline_sign_in_lag_seconds_count"] == 3
     with db.transaction() as session:
         assert f.progress(session, user_id, 1) == (0, 1)

@@ -19,6 +19,9 @@ def _after_fork(**_kwargs: Any) -> None:
     db.after_fork()
 
 
-from workers import sweeper  # noqa: E402  registers the sweeper bootstep
+# Importing these registers them: the after-commit sender (drains announce full
+# batches through it), and the timer threads of every worker's main process.
+from workers import pruner, publish, sweeper  # noqa: E402, F401
 
 app.steps["worker"].add(sweeper.OutboxSweeper)
+app.steps["worker"].add(pruner.Pruner)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from prometheus_client import Counter, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
 from questline.config import get_settings
 from questline.quests.rules import Applied
@@ -20,15 +20,23 @@ if get_settings().worker_metrics_port:
     # multiprocess one explicitly, so every pool child writes its own file.
     values.ValueClass = values.MultiProcessValue()
 
+# The worker's own metrics, apart from the API's (api.observability): an API process
+# that imports the tasks to send them must not export these counters, always zero there.
+REGISTRY = CollectorRegistry()
 # The v1 names are kept (dashboards use them); they count every input, gameplay events too.
 SIGN_INS = Counter(
-    "questline_sign_ins_processed_total", "Inputs (sign-ins, gameplay events) applied"
+    "questline_sign_ins_processed_total",
+    "Inputs (sign-ins, gameplay events) applied",
+    registry=REGISTRY,
 )
-REWARDS = Counter("questline_rewards_earned_total", "Rewards earned by applied inputs")
+REWARDS = Counter(
+    "questline_rewards_earned_total", "Rewards earned by applied inputs", registry=REGISTRY
+)
 LAG = Histogram(
     "questline_sign_in_lag_seconds",
     "Time from an input (sign-in, gameplay event) being stored to being applied",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
 )
 
 
@@ -41,12 +49,13 @@ def observe_applied(applied: Applied) -> None:
 
 def serve(port: int) -> None:
     """Serve every process's metrics from the worker's main process."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    registry = CollectorRegistry()
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        # Every pool child's files: only worker metrics are written there.
+        registry = CollectorRegistry()
         MultiProcessCollector(registry)
         start_http_server(port, registry=registry)
     else:
-        start_http_server(port)
+        start_http_server(port, registry=REGISTRY)

@@ -1,7 +1,8 @@
 """The outbox sweeper: a timer thread in each worker's main process.
 
-Every sweep_interval_seconds it applies sign-ins left unprocessed longer than
-sweep_after_seconds (a message lost with a killed worker or a broker outage).
+Every sweep_interval_seconds it applies inputs (sign-ins, gameplay events) left
+unprocessed longer than sweep_after_seconds (a message lost with a killed worker or a
+broker outage).
 It runs the same code as the task, in its own transactions; many workers may
 sweep at once because events are claimed with SKIP LOCKED.
 """
@@ -9,37 +10,24 @@ sweep at once because events are claimed with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from celery import bootsteps
 
 from questline import outbox
 from questline.config import get_settings
+from workers.timer import Every
 
 log = logging.getLogger(__name__)
 
 
-class SweeperThread(threading.Thread):
-    def __init__(self, interval: float) -> None:
-        super().__init__(name="questline-outbox-sweeper", daemon=True)
-        self.interval = interval
-        self.stopped = threading.Event()
+def sweep_once() -> None:
+    from workers.metrics import observe_applied
 
-    def run(self) -> None:
-        from workers.metrics import observe_applied
-
-        while not self.stopped.wait(self.interval):
-            try:
-                applied = outbox.sweep()
-                observe_applied(applied)
-                if applied.inputs:
-                    log.info("sweeper applied %d stale inputs", len(applied.inputs))
-            except Exception:
-                log.warning("outbox sweep failed; will try again", exc_info=True)
-
-    def stop(self) -> None:
-        self.stopped.set()
+    applied = outbox.sweep()
+    observe_applied(applied)
+    if applied.inputs:
+        log.info("sweeper applied %d stale inputs", len(applied.inputs))
 
 
 class OutboxSweeper(bootsteps.StartStopStep):
@@ -47,7 +35,7 @@ class OutboxSweeper(bootsteps.StartStopStep):
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.thread: SweeperThread | None = None
+        self.thread: Every | None = None
 
     def start(self, worker: Any) -> None:
         settings = get_settings()
@@ -58,7 +46,7 @@ class OutboxSweeper(bootsteps.StartStopStep):
         if not settings.sweeper_enabled:
             log.warning("outbox sweeper disabled (QUESTLINE_SWEEPER_ENABLED=false)")
             return
-        self.thread = SweeperThread(settings.sweep_interval_seconds)
+        self.thread = Every("questline-outbox-sweeper", settings.sweep_interval_seconds, sweep_once)
         self.thread.start()
 
     def stop(self, worker: Any) -> None:

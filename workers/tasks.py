@@ -1,37 +1,66 @@
-"""Thin Celery tasks: they take ids, call the domain, and are safe to run twice."""
+"""Thin Celery tasks: they take ids, call the domain, and are safe to run twice.
+
+One retry policy for the input tasks (RETRY_POLICY): a transient database
+error (serialization failure, deadlock, lost connection: questline.infra.db.is_transient)
+is retried by Celery with exponential backoff and full jitter, capped at
+RETRY_BACKOFF_MAX seconds, at most QUESTLINE_TASK_MAX_RETRIES times; after that
+the task gives up and the outbox sweeper takes the inputs later. Transient errors
+are never counted against an event. Every other error counts one attempt against
+the event (questline.outbox.count_failure) and is not retried by Celery; the
+sweeper tries again, and at QUESTLINE_MAX_ATTEMPTS the event is dead-lettered.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
 
-from questline import outbox
+from questline import outbox, retention
 from questline.config import get_settings
 from questline.infra import db
 from workers.celery_app import app
 from workers.metrics import observe_applied
-from workers.publish import clear_wakeup, wake_drainer
+from workers.publish import clear_wakeup
 
-# Retry countdowns stay far below the broker's visibility timeout.
-MAX_RETRIES = 6
-
-
-def backoff(retries: int) -> float:
-    return float(min(30, 0.5 * 2**retries))
+# Below the broker's visibility timeout (at least 45 s, QUESTLINE_BROKER_VISIBILITY_
+# TIMEOUT_SECONDS), or a retry waiting for its countdown would be delivered twice.
+RETRY_BACKOFF_MAX = 30
 
 
-@app.task(bind=True, name="questline.process_sign_in", max_retries=MAX_RETRIES)
+class TransientDatabaseError(Exception):
+    """A database error that a retry of the whole task can cure."""
+
+
+RETRY_POLICY: dict[str, Any] = {
+    "autoretry_for": (TransientDatabaseError,),
+    "retry_backoff": 1,  # 1, 2, 4, ... seconds, each drawn at random below (full jitter)
+    "retry_backoff_max": RETRY_BACKOFF_MAX,
+    "retry_jitter": True,
+    "max_retries": get_settings().task_max_retries,
+}
+
+
+@contextmanager
+def transient_errors_retried() -> Iterator[None]:
+    """Turn transient database errors into the one exception the policy retries."""
+    try:
+        yield
+    except Exception as exc:
+        if db.is_transient(exc):
+            raise TransientDatabaseError(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+@app.task(bind=True, name="questline.process_sign_in", **RETRY_POLICY)
 def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> dict[str, Any]:
     """Apply one input (a sign-in or a gameplay event) to quest progress, exactly once
     however often it is delivered. (The v1 name is kept: brokers and Flower know it.)"""
-    try:
+    with transient_errors_retried():
         applied = outbox.process_sign_in(event_id)
-    except Exception as exc:
-        if db.is_transient(exc):
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-        raise
     observe_applied(applied)
     return {
         "event_id": event_id,
@@ -41,21 +70,17 @@ def process_sign_in(self: Task, event_id: int, user_id: int | None = None) -> di
     }
 
 
-@app.task(bind=True, name="questline.drain_outbox", max_retries=MAX_RETRIES)
+@app.task(bind=True, name="questline.drain_outbox", **RETRY_POLICY)
 def drain_outbox(self: Task) -> dict[str, Any]:
     """Apply every pending input in batches: the coalesced wake-up sent after logins and
     event ingestion."""
     if not self.request.retries:
-        # The flag stays set while we linger, so new sign-ins ride on this drain.
+        # The flag stays set while we linger, so new inputs ride on this drain.
         time.sleep(get_settings().drain_linger_seconds)
     clear_wakeup()
-    try:
-        # A full batch means more is waiting: recruit an idle worker process to help.
-        applied = outbox.drain(on_full_batch=wake_drainer)
-    except Exception as exc:
-        if db.is_transient(exc):
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from exc
-        raise
+    with transient_errors_retried():
+        # A full batch means more is waiting: it wakes an idle worker process to help.
+        applied = outbox.drain(recruit_help=True)
     observe_applied(applied)
     lags = applied.lag_seconds
     return {
@@ -73,3 +98,10 @@ def sweep_outbox() -> dict[str, Any]:
     applied = outbox.sweep()
     observe_applied(applied)
     return {"applied": len(applied.inputs), "rewards_earned": applied.rewards_earned}
+
+
+@app.task(name="questline.prune")
+def prune() -> dict[str, int]:
+    """Delete old refresh tokens and idempotency keys (also run by every worker on a timer)."""
+    pruned = retention.prune()
+    return {"refresh_tokens": pruned.refresh_tokens, "idempotency_keys": pruned.idempotency_keys}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
@@ -13,47 +14,71 @@ from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut,
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
 from questline.errors import RefreshTokenReused
-from questline.infra.db import session_factory
+from questline.infra.after_commit import after_commit
+from questline.infra.db import run_in_transaction
+from questline.outbox import SignInStored
 from questline.users import service as users
-from workers.publish import publish_sign_in
 
-router = APIRouter(tags=["auth"])
+
+@asynccontextmanager
+async def _signing_keys(_app: Any) -> AsyncIterator[None]:
+    # This service signs tokens: it creates the default key pair on its first start,
+    # and a missing or unreadable key stops the start, not the first login.
+    security.prepare_signing_keys()
+    yield
+
+
+router = APIRouter(tags=["auth"], lifespan=_signing_keys)
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing, invalid or expired token"},
     403: {"description": "banned user"},
 }
+BUSY: dict[int | str, dict[str, Any]] = {
+    503: {"description": "too many password checks at once; see Retry-After"},
+}
+# Answers that carry a password's outcome or tokens are never kept by a cache.
+NO_STORE = "no-store"
 
 
 @router.post(
     "/auth/signup",
     status_code=201,
     response_model=SignupOut,
-    responses={409: {"description": "user name taken"}},
+    responses={
+        409: {"description": "user name taken"},
+        429: {"description": "too many sign-ups from this address; see Retry-After"},
+        **BUSY,
+    },
 )
-def signup(body: SignupIn, session: SessionDep) -> SignupOut:
+def signup(body: SignupIn, request: Request, response: Response, session: SessionDep) -> SignupOut:
     """Create a player account."""
-    user = users.signup(session, user_name=body.user_name, password=body.password)
+    user = users.signup(
+        session,
+        user_name=body.user_name,
+        password=body.password,
+        client=client_address(request),
+    )
     session.commit()
+    response.headers["Cache-Control"] = NO_STORE
     return SignupOut.model_validate(user)
 
 
 def _sign_in(record: Callable[[Session], users.SignIn]) -> users.SignIn:
     """Record a sign-in in its own transaction, commit it, then wake a worker.
 
-    Runs in one trip to the thread pool. The message goes out after the commit, so
-    the answer never promises a sign-in that is not stored; if the message is lost,
-    the outbox sweeper applies the sign-in anyway.
+    Runs in one trip to the thread pool, and again from the start after a deadlock.
+    The message goes out after the commit, so the answer never promises a sign-in
+    that is not stored; if the message is lost, the outbox sweeper applies the
+    sign-in anyway. A reused refresh token's family revocation is committed too.
     """
-    with session_factory()() as session:
-        try:
-            sign_in = record(session)
-        except RefreshTokenReused:
-            session.commit()  # keep the family's revocation
-            raise
-        session.commit()
-    publish_sign_in(sign_in.sign_in_id, sign_in.user_id)
-    return sign_in
+
+    def record_and_announce(session: Session) -> users.SignIn:
+        sign_in = record(session)
+        after_commit(session, SignInStored(sign_in.sign_in_id, sign_in.user_id))
+        return sign_in
+
+    return run_in_transaction(record_and_announce, keep=(RefreshTokenReused,))
 
 
 def _answer(sign_in: users.SignIn) -> SignInOut:
@@ -72,10 +97,14 @@ def _answer(sign_in: users.SignIn) -> SignInOut:
     responses={
         401: {"description": "wrong user name or password"},
         403: {"description": "banned user"},
-        429: {"description": "too many failed attempts; see Retry-After"},
+        429: {
+            "description": "too many failed attempts for that name or client, or too many "
+            "sign-ins of that user; see Retry-After"
+        },
+        **BUSY,
     },
 )
-async def login(body: LoginIn, request: Request) -> SignInOut:
+async def login(body: LoginIn, request: Request, response: Response) -> SignInOut:
     """Check a password; a successful login is one sign-in."""
     client = client_address(request)
     sign_in = await run_in_threadpool(
@@ -84,19 +113,25 @@ async def login(body: LoginIn, request: Request) -> SignInOut:
             session, user_name=body.user_name, password=body.password, client=client
         ),
     )
+    response.headers["Cache-Control"] = NO_STORE
     return _answer(sign_in)
 
 
 @router.post(
     "/auth/refresh",
     response_model=SignInOut,
-    responses={401: {"description": "unknown, expired or used token"}, 403: AUTH_ERRORS[403]},
+    responses={
+        401: {"description": "unknown, expired or used token"},
+        403: AUTH_ERRORS[403],
+        429: {"description": "too many sign-ins of that user; see Retry-After"},
+    },
 )
-async def refresh(body: RefreshIn) -> SignInOut:
+async def refresh(body: RefreshIn, response: Response) -> SignInOut:
     """Trade a refresh token for new tokens; each refresh is one sign-in."""
     sign_in = await run_in_threadpool(
         _sign_in, lambda session: users.refresh(session, refresh_token=body.refresh_token)
     )
+    response.headers["Cache-Control"] = NO_STORE
     return _answer(sign_in)
 
 
@@ -109,12 +144,15 @@ def me(user: CurrentUser) -> UserOut:
 @router.post(
     "/auth/users/{user_id}/ban",
     response_model=UserOut,
-    responses={**AUTH_ERRORS, 404: {"description": "unknown user"}},
+    responses={
+        **AUTH_ERRORS,
+        404: {"description": "unknown user"},
+        409: {"description": "an admin cannot ban themselves"},
+    },
 )
-def ban(user_id: UserIdPath, _admin: AdminUser, session: SessionDep) -> UserOut:
+def ban(user_id: UserIdPath, admin: AdminUser) -> UserOut:
     """Ban a user (admin): no more logins, and their tokens stop working."""
-    user = users.ban(session, user_id=user_id)
-    session.commit()
+    user = run_in_transaction(lambda session: users.ban(session, user_id=user_id, by=admin.user_id))
     return UserOut.model_validate(user)
 
 

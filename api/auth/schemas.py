@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.fields import EncodableStr, StorableStr
+from models.users import UserStatus
 from questline.users.repository import USER_NAME_RE
 
 # The one definition of a valid user name, shared with the domain and the CLI.
@@ -22,7 +23,7 @@ class SignupOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     user_id: int
     user_name: str
-    status: Literal["new", "not_new", "banned"]
+    status: UserStatus
     gold: int
     diamond: int
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter
 
 from api.catalog.schemas import QuestIn, QuestOut, QuestPatch, RewardIn, RewardOut
 from api.deps import AdminUser, CurrentUser, QuestIdPath, RewardIdPath, SessionDep
-from questline.catalog import cache
 from questline.catalog import service as catalog
 
 router = APIRouter(tags=["catalog"])
@@ -48,7 +47,6 @@ def create_quest(body: QuestIn, _admin: AdminUser, session: SessionDep) -> Any:
     quest = catalog.create_quest(session, **body.fields())
     view = catalog.quest_view(quest)
     session.commit()
-    cache.invalidate()
     return view
 
 
@@ -69,7 +67,6 @@ def update_quest(
     quest = catalog.update_quest(session, quest_id, **body.fields())
     view = catalog.quest_view(quest)
     session.commit()
-    cache.invalidate()
     return view
 
 
@@ -98,5 +95,4 @@ def create_reward(body: RewardIn, _admin: AdminUser, session: SessionDep) -> Any
     reward = catalog.create_reward(session, **body.fields())
     view = catalog.reward_view(reward)
     session.commit()
-    cache.invalidate()
     return view

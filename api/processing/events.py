@@ -2,7 +2,8 @@
 
 POST /events is the high-rate path: the whole request (key check, checks, one INSERT,
 commit) runs in one trip to the thread pool, on one transaction, and the answer is
-written without a second validation pass.
+written without a second validation pass. The workers are woken by the after-commit
+hook (the stored events are queued on the session; workers/publish.py sends them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from questline.credentials.service import CallingKey, Scope
 from questline.errors import DomainError
 from questline.events import service as events
 from questline.infra.db import session_factory
-from workers.publish import batching, publish_sign_in
 
 router = APIRouter(tags=["events"])
 
@@ -62,20 +62,7 @@ def _record(api_key: str | None, body: bytes) -> events.RecordedBatch:
         except BaseException:
             events.refund(batch)
             raise
-    _wake_workers(batch.stored)
     return batch
-
-
-def _wake_workers(stored: list[tuple[int, int]]) -> None:
-    """Tell the workers about newly stored events, after the commit (best-effort: the
-    sweeper applies what a lost message leaves). The one place that publishes them."""
-    if not stored:
-        return
-    if batching():
-        publish_sign_in(*stored[0])  # one coalesced drain wake-up covers the batch
-        return
-    for event_id, user_id in stored:
-        publish_sign_in(event_id, user_id)
 
 
 @router.post(

@@ -1,7 +1,10 @@
 """ASGI app of the Quest Processing service: `uvicorn api.processing.main:app`."""
 
+from api.deps import verifying_service
 from api.factory import create_app
 from api.processing.events import router as events_router
 from api.processing.routes import router
 
-app = create_app("Questline Quest Processing", "processing", [router, events_router])
+app = create_app(
+    "Questline Quest Processing", "processing", [router, events_router, verifying_service]
+)

@@ -1,84 +1,114 @@
-"""Catalog read cache with generation-based invalidation.
+"""Catalog read cache, keyed by the catalog version.
 
-Every entry lives under the current generation number. A write bumps the
-generation after it commits, so any read that starts after the write has
-returned looks under the new generation and goes to the database; a slow
-reader that raced the write can only refill the old generation, which nobody
-reads any more.
+Every catalog write bumps the catalog version in the database, in the write's own
+transaction (repository.bump_version). A reader first reads the current version
+from the database, then looks for `ql:catalog:v{version}:{name}`: in this
+process, then in Redis, and on a miss loads from the database (reading the version
+before the data, so an entry stored under version N is at least as new as write N).
+
+So a read that starts after a write has returned never trusts an entry older than
+that write, whatever Redis missed or kept while it was away: there is no
+invalidation to lose. Entries of older versions are simply never read again; they
+expire after catalog_cache_ttl_seconds. The in-process copy of old versions is
+dropped once this process sees a newer one (a write here, after its commit, or a read).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from questline.catalog import repository
 from questline.config import get_settings
+from questline.infra import after_commit, db
 from questline.infra.kv import KeyValueError, get_kv
 
 log = logging.getLogger(__name__)
 
-GENERATION_KEY = "ql:catalog:generation"
-_GENERATION_TTL = 30 * 24 * 3600
+
+@dataclass(frozen=True)
+class CatalogChanged:
+    """A catalog write committed, making `version` the current catalog version."""
+
+    version: int
 
 
-def _generation() -> str:
-    kv = get_kv()
-    gen = kv.get(GENERATION_KEY)
-    if gen is None:
-        # First use, or the cache server lost its data: start a fresh generation,
-        # numbered from the clock so it never repeats one that processes remember.
-        kv.add(GENERATION_KEY, str(time.time_ns()), _GENERATION_TTL * 1000)
-        gen = str(kv.incr(GENERATION_KEY, _GENERATION_TTL))
-    return gen
-
-
-# Decoded entries kept in this process, under their generation: a hit costs one
-# round trip (reading the generation, which keeps invalidation immediate) and no
-# decoding. They live a few seconds at most, so a generation bump that failed
-# cannot keep them longer than the shared entries' TTL would.
-_LOCAL_SECONDS = 5.0
-_local: dict[str, tuple[Any, float]] = {}
-
-
-def cached(name: str, load: Callable[[], Any]) -> Any:
-    """The value under `name`, loaded from the database on a miss."""
-    try:
-        key = f"ql:catalog:{_generation()}:{name}"
-        local = _local.get(key)
-        if local is not None and local[1] > time.monotonic():
-            return local[0]
-        raw = get_kv().get(key)
-        if raw is not None:
-            value = json.loads(raw)
-            _remember(key, value)
-            return value
-    except KeyValueError:
-        log.warning("catalog cache unavailable; reading the database")
-        return load()
-    value = load()
-    try:
-        get_kv().set(key, json.dumps(value, default=str), get_settings().catalog_cache_ttl_seconds)
-    except KeyValueError:
-        log.warning("catalog cache unavailable; not storing %s", name)
-    return value
-
-
-def _remember(key: str, value: Any) -> None:
-    if len(_local) > 1000:  # older generations' entries are never read again
-        _local.clear()
-    _local[key] = (value, time.monotonic() + _LOCAL_SECONDS)
+def catalog_changed(session: Session) -> int:
+    """Record a catalog write: bump the version in the write's transaction; after the
+    commit this process drops its copies of older versions. The new version."""
+    version = repository.bump_version(session)
+    after_commit.after_commit(session, CatalogChanged(version))
+    return version
 
 
 def invalidate() -> None:
-    """Start a new generation. Call after the catalog write has committed."""
+    """For catalog rows written outside the catalog service (tests, hand-written SQL):
+    bump the version in a transaction of its own, so no reader trusts an older copy."""
+    with db.transaction() as session:
+        catalog_changed(session)
+
+
+# Decoded entries kept in this process under their versioned key, so a hit costs
+# one small query (the version) and no Redis round trip or decoding.
+_local: dict[str, tuple[Any, float]] = {}
+_local_version = 0
+_local_lock = threading.Lock()
+_LOCAL_LIMIT = 1000
+
+
+def cached(session: Session, name: str, load: Callable[[], Any]) -> Any:
+    """The value under `name` at the current catalog version, loaded by `load` (which
+    reads through `session`) on a miss."""
+    version = repository.catalog_version(session)
+    key = f"ql:catalog:v{version}:{name}"
+    _see_version(version)
+    local = _local.get(key)
+    if local is not None and local[1] > time.monotonic():
+        return local[0]
+    ttl = get_settings().catalog_cache_ttl_seconds
     try:
-        # Through _generation: when the cache server lost the key, a bare INCR would
-        # restart it at 1, a number other processes may still hold entries under.
-        _generation()
-        get_kv().incr(GENERATION_KEY, _GENERATION_TTL)
+        raw = get_kv().get(key)
     except KeyValueError:
-        # Entries expire after catalog_cache_ttl_seconds at the latest.
-        log.error("catalog cache unavailable; stale entries live until their TTL")
+        log.warning("catalog cache unavailable; reading the database")
+        raw, reachable = None, False
+    else:
+        reachable = True
+    if raw is not None:
+        value = json.loads(raw)
+    else:
+        value = load()
+        if reachable:
+            try:
+                get_kv().set(key, json.dumps(value, default=str), ttl)
+            except KeyValueError:
+                log.warning("catalog cache unavailable; not storing %s", name)
+    _remember(key, version, value, ttl)
+    return value
+
+
+def _see_version(version: int) -> None:
+    global _local_version
+    if version > _local_version:
+        with _local_lock:
+            if version > _local_version:
+                _local_version = version
+                _local.clear()  # older versions' entries are never read again
+
+
+def _remember(key: str, version: int, value: Any, ttl: float) -> None:
+    with _local_lock:
+        if version < _local_version:
+            return  # a slow reader of an old version: nobody reads that key any more
+        if len(_local) >= _LOCAL_LIMIT:
+            _local.clear()
+        _local[key] = (value, time.monotonic() + ttl)
+
+
+after_commit.register(CatalogChanged, lambda message: _see_version(message.version))

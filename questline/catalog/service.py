@@ -9,7 +9,8 @@ they accept and refuse the same things:
 - a reward's bundle is read by the engine too (parse_rewards);
 - names and descriptions are checked here.
 Every write that changes something bumps the catalog version in its transaction
-(repository.bump_version), before it touches any player's rows (the lock order).
+(cache.catalog_changed), before it touches any player's rows (the lock order), so reads
+through any cache, and the workers' catalog source, see it as soon as it commits.
 A write that changes nothing writes nothing and leaves the version alone.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import EventType, Quest, Reward
+from models import Quest, Reward
 from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.engine import (
@@ -35,6 +36,7 @@ from questline.engine import (
 )
 from questline.errors import Conflict, Invalid, NotFound
 from questline.quests import repository as quests_repository
+from questline.quests.history import reward_claimed_entry
 from questline.wallet import repository as wallet
 
 # The fields of a quest the engine reads (API.md "Quests, general form", v1's included).
@@ -116,7 +118,9 @@ def _iso(value: Any) -> str | None:
 def list_quests(session: Session) -> list[dict[str, Any]]:
     """Active quests ordered by quest_id."""
     return list(
-        cache.cached("quests", lambda: [quest_view(q) for q in repository.list_quests(session)])
+        cache.cached(
+            session, "quests", lambda: [quest_view(q) for q in repository.list_quests(session)]
+        )
     )
 
 
@@ -127,7 +131,7 @@ def get_quest(session: Session, quest_id: int) -> dict[str, Any]:
         quest = repository.get_quest(session, quest_id)
         return None if quest is None else quest_view(quest)
 
-    view = cache.cached(f"quest:{quest_id}", load)
+    view = cache.cached(session, f"quest:{quest_id}", load)
     if view is None:
         raise NotFound("quest not found")
     return dict(view)
@@ -136,7 +140,9 @@ def get_quest(session: Session, quest_id: int) -> dict[str, Any]:
 def list_rewards(session: Session) -> list[dict[str, Any]]:
     """Every reward, ordered by reward_id."""
     return list(
-        cache.cached("rewards", lambda: [reward_view(r) for r in repository.list_rewards(session)])
+        cache.cached(
+            session, "rewards", lambda: [reward_view(r) for r in repository.list_rewards(session)]
+        )
     )
 
 
@@ -147,7 +153,7 @@ def get_reward(session: Session, reward_id: int) -> dict[str, Any]:
         reward = repository.get_reward(session, reward_id)
         return None if reward is None else reward_view(reward)
 
-    view = cache.cached(f"reward:{reward_id}", load)
+    view = cache.cached(session, f"reward:{reward_id}", load)
     if view is None:
         raise NotFound("reward not found")
     return dict(view)
@@ -438,8 +444,9 @@ def _flag(field: str, value: object) -> bool:
 def _catalog_written(session: Session) -> None:
     """Count this write in the catalog version, in its transaction. It share-blocks
     against drains (which read the version FOR SHARE), so it comes after the catalog
-    rows and before any player's rows."""
-    repository.bump_version(session)
+    rows and before any player's rows. After the commit this process drops its cached
+    copies of older versions (cache.catalog_changed: the one after-commit hook)."""
+    cache.catalog_changed(session)
 
 
 def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
@@ -465,20 +472,15 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
     quests_repository.add_events(
         session,
         [
-            {
-                "user_id": row.user_id,
-                "type": EventType.REWARD_CLAIMED,
-                "quest_id": quest_id,
-                "created_at": now,
-                "data": {
-                    "user_reward_id": row.user_reward_id,
-                    "completion_no": row.completion_no,
-                    "reward_item": row.items[0]["item"],
-                    "reward_qty": row.items[0]["qty"],
-                    "items": row.items,
-                    "auto_claim": True,
-                },
-            }
+            reward_claimed_entry(
+                user_id=row.user_id,
+                quest_id=quest_id,
+                user_reward_id=row.user_reward_id,
+                completion_no=row.completion_no,
+                items=row.items,
+                now=now,
+                auto_claim=True,
+            )
             for row in sorted(settled, key=lambda r: r.user_reward_id)
         ],
     )

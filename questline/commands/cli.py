@@ -11,12 +11,31 @@ import sys
 
 from questline.config import get_settings
 
+NO_PASSWORD = (
+    "no terminal to ask for a password: set QUESTLINE_ADMIN_PASSWORD to the admin's password"
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("questline")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
 
 def _db_upgrade(_args: argparse.Namespace) -> int:
     from questline.infra import migrate
 
+    before = migrate.database_revision()
     migrate.upgrade()
-    print(f"database is at the latest migration: {_safe_url()}")
+    after = migrate.database_revision()
+    if before == after:
+        print(f"{_safe_url()}: already at the latest migration ({after})")
+    else:
+        start = before or "an empty schema"
+        print(f"{_safe_url()}: upgraded the database from {start} to {after}")
     return 0
 
 
@@ -27,13 +46,21 @@ def _safe_url() -> str:
 
 
 def _create_admin(args: argparse.Namespace) -> int:
+    from models.users import Role
     from questline.errors import DomainError
     from questline.infra import db
     from questline.users import service as users
 
-    password = os.environ.get("QUESTLINE_ADMIN_PASSWORD") or getpass.getpass(
-        f"password for {args.name}: "
-    )
+    password = os.environ.get("QUESTLINE_ADMIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            print(NO_PASSWORD, file=sys.stderr)
+            return 2
+        try:
+            password = getpass.getpass(f"password for {args.name}: ")
+        except EOFError:
+            print(NO_PASSWORD, file=sys.stderr)
+            return 2
     if not 8 <= len(password) <= 128:
         print("password must be 8-128 characters", file=sys.stderr)
         return 2
@@ -44,7 +71,7 @@ def _create_admin(args: argparse.Namespace) -> int:
         return 2
     try:
         with db.transaction() as session:
-            user = users.signup(session, user_name=args.name, password=password, role="admin")
+            user = users.signup(session, user_name=args.name, password=password, role=Role.ADMIN)
             user_id = user.user_id
     except DomainError as exc:
         print(exc.detail, file=sys.stderr)
@@ -56,7 +83,7 @@ def _create_admin(args: argparse.Namespace) -> int:
 def _events(args: argparse.Namespace) -> int:
     from questline import outbox
 
-    rows = outbox.list_unprocessed(limit=args.limit)
+    rows = outbox.list_unprocessed(limit=args.limit, dead_only=args.dead)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -73,16 +100,19 @@ def _events(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from questline import outbox
-    from workers.publish import publish_process_sign_in
+    from workers.publish import publisher  # registers the after-commit sender
 
+    # The revival's commit hands its message to the publisher; wait for it to go out.
+    failures = publisher.failures
     if not outbox.revive(args.event_id):
-        print(f"{args.event_id} is not an unprocessed sign-in", file=sys.stderr)
+        print(_not_replayable(args.event_id), file=sys.stderr)
         return 1
-    sent = publish_process_sign_in(args.event_id)
+    sent = publisher.flush(timeout=10) and publisher.failures == failures
+    what = f"{_input_noun(args.event_id)} {args.event_id}"
     print(
-        f"sign-in {args.event_id} re-enqueued"
+        f"{what} re-enqueued"
         if sent
-        else f"sign-in {args.event_id} revived; the broker is down, the sweeper will apply it"
+        else f"{what} revived; the broker is down, the sweeper will apply it"
     )
     return 0
 
@@ -124,6 +154,29 @@ def _recompute(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _input_noun(event_id: int) -> str | None:
+    """"sign-in" or "event" for a stored input (sign-in or gameplay event), else None."""
+    from models import Event, EventType
+    from questline.infra import db
+
+    with db.transaction() as session:
+        event = session.get(Event, event_id)
+        if event is None or event.occurred_at is None:
+            return None  # unknown, or a history entry (never an input)
+        return "sign-in" if event.type == EventType.SIGN_IN else "event"
+
+
+def _not_replayable(event_id: int) -> str:
+    """Why replay refused an id: there is no such input, or it is already processed."""
+    noun = _input_noun(event_id)
+    if noun is None:
+        return f"no sign-in or event {event_id}"
+    return (
+        f"{noun} {event_id} is already processed; it is not an unprocessed {noun}, "
+        "so there is nothing to replay"
+    )
+
+
 def _keys(_args: argparse.Namespace) -> int:
     from questline import security
 
@@ -163,7 +216,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
 
 def _quests_apply(args: argparse.Namespace) -> int:
-    from questline.catalog import as_code, cache
+    from questline.catalog import as_code
     from questline.errors import DomainError
     from questline.infra import db
 
@@ -192,8 +245,6 @@ def _quests_apply(args: argparse.Namespace) -> int:
         return 1
     finally:
         session.close()
-    if changes and not args.dry_run:
-        cache.invalidate()
     for change in changes:
         print(change)
     if not changes:
@@ -237,11 +288,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="questline", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"questline {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the all-in-one app and a worker on SQLite")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = sub.add_parser(
+        "serve",
+        help="run the all-in-one app and a worker on SQLite",
+        description="Run the all-in-one app and a supervised worker on SQLite files in "
+        "the data dir (QUESTLINE_DATA_DIR), migrating and creating keys first.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.set_defaults(func=_serve)
 
     db_cmd = sub.add_parser("db", help="database commands")
@@ -254,14 +314,23 @@ def main(argv: list[str] | None = None) -> int:
         "keys", help="create the JWT signing key pair (QUESTLINE_JWT_*_KEY_FILE) unless it exists"
     ).set_defaults(func=_keys)
 
-    admin = sub.add_parser("create-admin", help="create an admin user")
-    admin.add_argument("name")
+    admin = sub.add_parser(
+        "create-admin",
+        help="create an admin user",
+        description="Create an admin user. The password comes from QUESTLINE_ADMIN_PASSWORD, "
+        "or from a prompt when standard input is a terminal.",
+    )
+    admin.add_argument("name", help="3-32 characters of A-Z a-z 0-9 _ . -")
     admin.set_defaults(func=_create_admin)
 
     events = sub.add_parser("events", help="list unprocessed and dead-lettered sign-ins")
-    events.add_argument("--pending", action="store_true", help="(the default) unprocessed ones")
-    events.add_argument("--limit", type=int, default=100)
-    events.add_argument("--json", action="store_true")
+    which = events.add_mutually_exclusive_group()
+    which.add_argument(
+        "--pending", action="store_true", help="(the default) every unprocessed sign-in"
+    )
+    which.add_argument("--dead", action="store_true", help="the dead-lettered ones alone")
+    events.add_argument("--limit", type=int, default=100, help="at most this many")
+    events.add_argument("--json", action="store_true", help="print JSON")
     events.set_defaults(func=_events)
 
     api_key = sub.add_parser("api-key", help="API keys for game servers")
@@ -280,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     create_key.set_defaults(func=_api_key_create)
 
     replay = sub.add_parser("replay", help="re-enqueue an unprocessed or dead sign-in")
-    replay.add_argument("event_id", type=int)
+    replay.add_argument("event_id", type=int, help="the sign-in's id (sign_in_id)")
     replay.set_defaults(func=_replay)
 
     rebuild = sub.add_parser(

@@ -31,8 +31,12 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from questline.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("questline.embedded")
 
@@ -58,8 +62,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
     worker = WorkerSupervisor(settings)
     worker.start()
     try:
-        config = uvicorn.Config("api.main:app", host=host, port=port, log_level="info")
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn_config(host, port))
         threading.Thread(target=_announce, args=(server, host, port, settings), daemon=True).start()
         if not stop_signals:
             server.run()
@@ -68,6 +71,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
         worker.stop()
     print("Questline stopped.", flush=True)
     return 0 if ok else 1
+
+
+def uvicorn_config(host: str, port: int) -> uvicorn.Config:
+    """The all-in-one app's server; no `server` header (it names the software)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        "api.main:app", host=host, port=port, log_level="info", server_header=False
+    )
 
 
 def _prepare(settings: Settings) -> None:

@@ -43,7 +43,10 @@ class Weekday(StrEnum):
     @property
     def number(self) -> int:
         """0 for monday ... 6 for sunday."""
-        return list(Weekday).index(self)
+        return _WEEKDAY_NUMBERS[self]
+
+
+_WEEKDAY_NUMBERS = {day: number for number, day in enumerate(Weekday)}
 
 
 class Operator(StrEnum):

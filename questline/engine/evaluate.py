@@ -35,7 +35,8 @@ def evaluate(
 
     Quests go in quest_id order; a quest missing from `states` has not been started.
     Returns the new state of each quest the event changed, and the effects in order.
-    `requires` is judged on `states` as they were before this event.
+    `requires` is judged on `states` as they were before this event, so `states` must also
+    hold the quests that active quests require (inactive ones included).
     Raises EvaluationError for an event that cannot be applied (see MAX_COMPLETIONS_PER_EVENT).
     """
     outcome = Outcome()
@@ -61,10 +62,15 @@ def fold(
     """Recompute: apply one user's `events` in (occurred_at, event_id) order from `states`.
 
     Returns every state (the ones given, updated) and all effects in order.
+    Raises EvaluationError when the events belong to more than one user.
     """
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
+    users = {event.user_id for event in ordered}
+    if len(users) > 1:
+        raise EvaluationError(f"fold takes one user's events, got users {sorted(users)}")
     current = dict(states)
     effects: list[Effect] = []
-    for event in sorted(events, key=lambda e: (e.occurred_at, e.event_id)):
+    for event in ordered:
         outcome = evaluate(quests, current, event)
         current.update(outcome.states)
         effects.extend(outcome.effects)

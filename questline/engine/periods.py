@@ -54,6 +54,9 @@ def quest_period(quest: QuestDef, at: datetime, user_tz: str) -> Period:
     return period_of(quest.period, at, tz, quest.reset_at, quest.week_starts_on)
 
 
+# Pure, so memoized: the quests of a catalog share a few shapes (say, daily at 00:00 in
+# the player's zone), and one event is looked up once per shape instead of once per quest.
+@lru_cache(maxsize=4096)
 def period_of(
     kind: PeriodKind, at: datetime, tz: ZoneInfo, reset_at: time, week_starts_on: Weekday
 ) -> Period:
@@ -84,7 +87,8 @@ def reset_instant(day: date, reset_at: time, tz: ZoneInfo) -> datetime:
     Ambiguous (shown twice): the first time. Skipped (clocks jump over it): the instant
     of the jump, i.e. the first instant after the gap.
     """
-    local = datetime.combine(day, reset_at, tzinfo=tz)
+    # fold=0 explicitly: a `time` that says fold=1 would pick the second reading.
+    local = datetime.combine(day, reset_at.replace(fold=0), tzinfo=tz)
     instant = local.astimezone(UTC)
     if instant.astimezone(tz).replace(tzinfo=None) == local.replace(tzinfo=None):
         return instant  # fold=0 is the first of two readings when the time is ambiguous

@@ -5,7 +5,8 @@ the per-user limit must allow it (limits.py), and then every event whose (user,
 idempotency key) is new is stored in one statement, stamped with its user's zone as it
 is now. A duplicate, in an earlier request or earlier in the same batch, gets the first
 event's id and is never stored or applied again. Stored events wait in the outbox
-(processed_at NULL) for the workers, like sign-ins.
+(processed_at NULL) for the workers, like sign-ins, and each is announced to them after
+the commit by the one after-commit hook (questline.outbox.SignInStored), never by hand.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from questline.errors import Conflict, NotFound
 from questline.events import limits, repository, validation
 from questline.events.repository import EventKey
 from questline.events.validation import EventRejected, NewEvent
+from questline.infra.after_commit import after_commit
+from questline.outbox import SignInStored
 
 
 class RecordStatus(enum.StrEnum):
@@ -49,8 +52,8 @@ class Recorded:
 
 @dataclass(frozen=True)
 class RecordedBatch:
-    """The answers in request order; `stored` (event_id, user_id) are the new events the
-    workers must be told about after the commit; `counted` is the batch's share of the rate
+    """The answers in request order; `stored` (event_id, user_id) are the new events (the
+    workers are told about them after the commit); `counted` is the batch's share of the rate
     limit, to give back (`refund`) if the commit fails."""
 
     results: list[Recorded]
@@ -137,6 +140,9 @@ def _store(
         status = RecordStatus.ACCEPTED if fresh else RecordStatus.DUPLICATE
         results.append(Recorded(event.idempotency_key, ids[key], status))
     stored = sorted((event_id, user_id) for (user_id, _), event_id in new_ids.items())
+    for event_id, user_id in stored:
+        # Sent once the transaction commits (one coalesced drain wake-up in batch mode).
+        after_commit(session, SignInStored(event_id, user_id))
     return RecordedBatch(results=results, stored=stored, counted=counted)
 
 

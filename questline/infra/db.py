@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -113,3 +116,54 @@ def is_transient(exc: BaseException) -> bool:
             # Connection refused or dropped (no SQLSTATE), or SQLite busy.
             return True
     return False
+
+
+# Lock conflicts that PostgreSQL resolves by aborting one transaction: running the
+# same work again in a new transaction succeeds.
+_LOCK_CONFLICTS = {"40P01": "deadlock", "40001": "serialization failure"}
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def lock_conflict(exc: BaseException) -> str | None:
+    """The lock conflict that aborted the transaction ("deadlock" or "serialization
+    failure"), or None for any other error."""
+    if isinstance(exc, DBAPIError):
+        return _LOCK_CONFLICTS.get(str(getattr(exc.orig, "pgcode", None)))
+    return None
+
+
+def run_in_transaction(
+    work: Callable[[Session], T],
+    *,
+    keep: tuple[type[Exception], ...] = (),
+    attempts: int = 4,
+) -> T:
+    """Run `work(session)` in a transaction of its own and commit; after a deadlock or
+    serialization failure, roll back and run it again in a new transaction (up to
+    `attempts` in all, after a short random pause), so that such a conflict costs a
+    few milliseconds, not a failed request. Any other error rolls back and propagates;
+    exceptions of the `keep` types propagate after their transaction's changes are
+    committed. `work` must be safe to run again from the start.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction() as session:
+                try:
+                    return work(session)
+                except keep as exc:
+                    kept = exc  # leave the block normally: the transaction commits
+            raise kept
+        except DBAPIError as exc:
+            conflict = lock_conflict(exc)
+            if conflict is None:
+                raise
+            name = getattr(work, "__qualname__", "transaction")
+            if attempt == attempts:
+                _log.error("%s in %s; gave up after %d attempts", conflict, name, attempts)
+                raise
+            _log.warning("%s in %s; retrying (attempt %d of %d)", conflict, name, attempt, attempts)
+            # Full jitter, so that the transactions that collided do not collide again.
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+    raise AssertionError("unreachable")

@@ -108,10 +108,13 @@ def record_failure(
     session.execute(update(Event).where(*live, Event.attempts >= max_attempts).values(dead_at=now))
 
 
-def list_unprocessed(session: Session, *, limit: int) -> Sequence[Event]:
-    """Inputs not processed yet, pending or dead, oldest first."""
-    stmt = select(Event).where(*_PENDING).order_by(Event.event_id).limit(limit)
-    return session.scalars(stmt).all()
+def list_unprocessed(session: Session, *, limit: int, dead_only: bool = False) -> Sequence[Event]:
+    """Inputs not processed yet, pending or dead, oldest first; with `dead_only`, the dead
+    letters alone."""
+    stmt = select(Event).where(*_PENDING)
+    if dead_only:
+        stmt = stmt.where(Event.dead_at.is_not(None))
+    return session.scalars(stmt.order_by(Event.event_id).limit(limit)).all()
 
 
 def revive(session: Session, event_id: int) -> bool:
@@ -305,23 +308,6 @@ def highest_rewards(session: Session, user_id: int) -> dict[int, int]:
     return {int(q): int(n) for q, n in rows}
 
 
-def progress_for_user(session: Session, user_id: int) -> dict[int, UserQuestProgress]:
-    rows = session.scalars(
-        select(UserQuestProgress).where(UserQuestProgress.user_id == user_id)
-    ).all()
-    return {p.quest_id: p for p in rows}
-
-
-def reward_counts(session: Session, user_id: int) -> dict[tuple[int, str], int]:
-    """(quest_id, status) -> number of earned rewards."""
-    rows = session.execute(
-        select(UserReward.quest_id, UserReward.status, func.count())
-        .where(UserReward.user_id == user_id)
-        .group_by(UserReward.quest_id, UserReward.status)
-    ).all()
-    return {(q, s): n for q, s, n in rows}
-
-
 def _claimable(user_id: int, quest_id: int, now: datetime) -> tuple[Any, ...]:
     # Waiting and not past its expiry: an expired reward is never claimable, whether or
     # not a claim has stored its 'expired' status yet.
@@ -399,25 +385,6 @@ def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list
     return [int(row[0]) for row in inserted]
 
 
-def settle_unclaimed(
-    session: Session, quest_id: int, *, now: datetime
-) -> Sequence[Row[int, int, int, str, int]]:
-    """Mark every waiting reward of a quest claimed; the rows it changed (user_reward_id,
-    user_id, completion_no, reward_item, reward_qty)."""
-    return session.execute(
-        update(UserReward)
-        .where(UserReward.quest_id == quest_id, UserReward.status == "not_claimed")
-        .values(status="claimed", claimed_at=now)
-        .returning(
-            UserReward.user_reward_id,
-            UserReward.user_id,
-            UserReward.completion_no,
-            UserReward.reward_item,
-            UserReward.reward_qty,
-        )
-    ).all()
-
-
 # --- idempotency keys -------------------------------------------------------
 
 
@@ -460,8 +427,16 @@ def store_idempotent_response(
     )
 
 
-def purge_idempotency_keys(session: Session, *, older_than: datetime) -> int:
-    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < older_than))
+def purge_idempotency_keys(session: Session, *, older_than: datetime, limit: int) -> int:
+    """Delete up to `limit` keys stored before `older_than`; how many went."""
+    oldest = (
+        select(IdempotencyKey.user_id, IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < older_than)
+        .limit(limit)
+    )
+    result = session.execute(
+        delete(IdempotencyKey).where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(oldest))
+    )
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -475,13 +450,13 @@ def settle_waiting_rewards(
     claimed; the rows it changed: user_reward_id, user_id, completion_no, items."""
     waiting = (
         UserReward.quest_id == quest_id,
-        UserReward.status == "not_claimed",
+        UserReward.status == RewardStatus.NOT_CLAIMED,
         or_(UserReward.expires_at.is_(None), UserReward.expires_at > now),
     )
     return session.execute(
         update(UserReward)
         .where(*waiting)
-        .values(status="claimed", claimed_at=now)
+        .values(status=RewardStatus.CLAIMED, claimed_at=now)
         .returning(
             UserReward.user_reward_id,
             UserReward.user_id,

@@ -1,15 +1,34 @@
-"""Queries on users, their refresh tokens and the sign-in events they record."""
+"""Queries on users, their refresh tokens and the sign-in events they record.
+
+Lock order. Every transaction that locks both takes a user's refresh tokens first,
+several of them in token_id order, and the user's row last:
+
+- refresh (rotate_refresh_token, one statement on PostgreSQL): the presented token,
+  then the user row;
+- ban: all the user's live tokens in token_id order, then the user row;
+- login (record_sign_in): the user row only (a new token is inserted, no existing one
+  is locked);
+- reuse of a spent token (revoke_family): the family's tokens in token_id order, and
+  no user row.
+
+The quest writers never lock a user row (rewards are credited to `wallets`, which come
+after users in the lock order of questline.quests.repository), so no two of these can
+wait on each other in a cycle. Locks on the user row are FOR NO KEY
+UPDATE (what an UPDATE of its columns takes): they do not wait for the key-share
+locks that inserting a user's events and tokens holds.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Event, EventType, RefreshToken, User
+from models.users import UserStatus
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
@@ -29,18 +48,49 @@ def get_by_name(session: Session, user_name: str) -> User | None:
     ).one_or_none()
 
 
+class SignedIn(NamedTuple):
+    """A stored sign-in: its outbox event (the sign_in_id), the user and their role."""
+
+    sign_in_id: int
+    user_id: int
+    role: str
+
+
+# The ban rule in SQL: sign-ins are recorded only for a user who is not banned.
+_NOT_BANNED = User.status != UserStatus.BANNED
+
+
 def mark_signed_in(session: Session, user_id: int, *, now: datetime) -> str | None:
     """Record a sign-in on the user row; the user's role, or None when (now) banned."""
     result = session.execute(
         update(User)
-        .where(User.user_id == user_id, User.status != "banned")
-        .values(
-            status="not_new",
-            last_login_at=now,
-        )
+        .where(User.user_id == user_id, _NOT_BANNED)
+        .values(status=UserStatus.NOT_NEW, last_login_at=now)
         .returning(User.role)
     )
     return result.scalar_one_or_none()
+
+
+def record_sign_in(
+    session: Session,
+    user_id: int,
+    *,
+    via: str,
+    family_id: str,
+    token_hash: str,
+    now: datetime,
+    expires_at: datetime,
+) -> SignedIn | None:
+    """Mark the user signed in, store the sign-in event and the next refresh token (of
+    `family_id`); None, with nothing written, when the user is banned."""
+    role = mark_signed_in(session, user_id, now=now)
+    if role is None:
+        return None
+    sign_in_id = add_sign_in(session, user_id, via=via, now=now)
+    add_refresh_token(
+        session, token_hash, user_id=user_id, family_id=family_id, now=now, expires_at=expires_at
+    )
+    return SignedIn(sign_in_id, user_id, role)
 
 
 def use_refresh_token(session: Session, token_hash: str, *, now: datetime) -> Row[int, str] | None:
@@ -103,8 +153,50 @@ def add_refresh_token(
     )
 
 
-# The whole refresh sign-in in one round trip (PostgreSQL): use the live token, mark
-# the user signed in unless banned, insert the outbox event and the next token.
+def rotate_refresh_token(
+    session: Session, token_hash: str, *, new_hash: str, now: datetime, expires_at: datetime
+) -> SignedIn | None:
+    """The refresh sign-in: use the live token, mark its user signed in, store the
+    sign-in event and the next token of the same family. None when the token is
+    unknown, spent or expired, or its user banned; then nothing is stored (a banned
+    user's token may be marked used: the caller rolls back).
+
+    On PostgreSQL in one statement (one round trip for the session start of every game
+    client), elsewhere in four.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        row = (
+            session.connection()
+            .exec_driver_sql(
+                _ROTATE_AND_SIGN_IN,
+                {
+                    "now": now,
+                    "old_hash": token_hash,
+                    "new_hash": new_hash,
+                    "expires_at": expires_at,
+                    "not_new": UserStatus.NOT_NEW.value,
+                    "banned": UserStatus.BANNED.value,
+                },
+            )
+            .one_or_none()
+        )
+        return None if row is None else SignedIn(int(row[0]), int(row[1]), str(row[2]))
+    live = use_refresh_token(session, token_hash, now=now)
+    if live is None:
+        return None
+    return record_sign_in(
+        session,
+        live.user_id,
+        via="refresh",
+        family_id=live.family_id,
+        token_hash=new_hash,
+        now=now,
+        expires_at=expires_at,
+    )
+
+
+# rotate_refresh_token on PostgreSQL. The token row is locked first (`used`), the user
+# row after it (`signed_in` reads `used`): the lock order of the module docstring.
 _ROTATE_AND_SIGN_IN = """
 WITH used AS (
     UPDATE refresh_tokens SET used_at = %(now)s
@@ -112,9 +204,9 @@ WITH used AS (
       AND expires_at > %(now)s
     RETURNING user_id, family_id
 ), signed_in AS (
-    UPDATE users SET status = 'not_new', last_login_at = %(now)s
+    UPDATE users SET status = %(not_new)s, last_login_at = %(now)s
     FROM used
-    WHERE users.user_id = used.user_id AND users.status <> 'banned'
+    WHERE users.user_id = used.user_id AND users.status <> %(banned)s
     RETURNING users.user_id, users.role, users.timezone, used.family_id
 ), sign_in AS (
     INSERT INTO events (user_id, type, data, created_at, occurred_at, tz, value, attempts)
@@ -130,22 +222,6 @@ FROM sign_in JOIN signed_in USING (user_id)
 """
 
 
-def rotate_and_sign_in(
-    session: Session, *, old_hash: str, new_hash: str, now: datetime, expires_at: datetime
-) -> tuple[int, int, str] | None:
-    """(sign_in_id, user_id, role) when the token was live and its user not banned, else
-    None with nothing changed but, for a banned user, the token marked used."""
-    row = (
-        session.connection()
-        .exec_driver_sql(
-            _ROTATE_AND_SIGN_IN,
-            {"now": now, "old_hash": old_hash, "new_hash": new_hash, "expires_at": expires_at},
-        )
-        .one_or_none()
-    )
-    return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
-
-
 def get_refresh_token(
     session: Session, token_hash: str, *, for_update: bool = False
 ) -> RefreshToken | None:
@@ -155,45 +231,55 @@ def get_refresh_token(
     return session.scalars(stmt).one_or_none()
 
 
-def revoke_family(session: Session, family_id: str, *, now: datetime) -> None:
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
+def _revoke(session: Session, *where: Any, now: datetime) -> None:
+    # Lock the live tokens in token_id order before updating them: two revocations of
+    # overlapping sets (a ban, a reused token's family) then queue instead of deadlocking.
+    live = (
+        select(RefreshToken.token_id)
+        .where(*where, RefreshToken.revoked_at.is_(None))
+        .order_by(RefreshToken.token_id)
+        .with_for_update()
     )
+    session.execute(
+        update(RefreshToken).where(RefreshToken.token_id.in_(live)).values(revoked_at=now)
+    )
+
+
+def revoke_family(session: Session, family_id: str, *, now: datetime) -> None:
+    """Revoke every live token descended from one login."""
+    _revoke(session, RefreshToken.family_id == family_id, now=now)
 
 
 def revoke_all_for_user(session: Session, user_id: int, *, now: datetime) -> None:
-    session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    _revoke(session, RefreshToken.user_id == user_id, now=now)
 
 
-def credit_wallets(session: Session, credits: Mapping[int, Mapping[str, int]]) -> None:
-    """Add {user_id: {"gold": n, "diamond": m}} to wallets, locking users in user_id
-    order (the last step of the lock order every writer follows)."""
-    for user_id in sorted(credits):
-        amounts = credits[user_id]
-        session.execute(
-            update(User)
-            .where(User.user_id == user_id)
-            .values(
-                gold=User.gold + amounts.get("gold", 0),
-                diamond=User.diamond + amounts.get("diamond", 0),
-            )
-        )
-
-
-def credit_wallet(
-    session: Session, user_id: int, *, reward_item: str, reward_qty: int
-) -> Row[int, int]:
-    """Add one reward to a user's wallet; the new (gold, diamond)."""
-    column = User.gold if reward_item == "gold" else User.diamond
-    return session.execute(
+def ban(session: Session, user_id: int, *, now: datetime) -> User | None:
+    """Revoke the user's tokens, then mark the user banned (the lock order of the module
+    docstring); the user, or None when there is no such user."""
+    revoke_all_for_user(session, user_id, now=now)
+    return session.scalars(
         update(User)
         .where(User.user_id == user_id)
-        .values({column: column + reward_qty})
-        .returning(User.gold, User.diamond)
-    ).one()
+        .values(status=UserStatus.BANNED)
+        .returning(User)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def delete_spent_refresh_tokens(session: Session, *, spent_before: datetime, limit: int) -> int:
+    """Delete up to `limit` refresh tokens used, revoked or expired before `spent_before`
+    (questline.retention); how many went."""
+    spent = (
+        select(RefreshToken.token_id)
+        .where(
+            or_(
+                RefreshToken.used_at < spent_before,
+                RefreshToken.revoked_at < spent_before,
+                RefreshToken.expires_at < spent_before,
+            )
+        )
+        .limit(limit)
+    )
+    result = session.execute(delete(RefreshToken).where(RefreshToken.token_id.in_(spent)))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,16 +1,22 @@
-"""Sign-up, login, refresh and bans. Functions take the session first and never commit."""
+"""Sign-up, login, refresh and bans. Functions take the session first and never commit.
+
+Login, refresh and ban run in questline.infra.db.run_in_transaction, which runs them
+again after a deadlock: each is safe to repeat from the start.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import User
 from models.base import utcnow
+from models.users import Role, UserStatus
 from questline import ratelimit, security
 from questline.config import get_settings
 from questline.errors import Banned, Conflict, NotFound, RefreshTokenReused, Unauthorized
@@ -30,8 +36,28 @@ class SignIn:
     sign_in_id: int
 
 
-def signup(session: Session, *, user_name: str, password: str, role: str = "player") -> User:
-    """Create a user; Conflict when the name is taken (in any letter case)."""
+def ensure_not_banned(user: User | None) -> User:
+    """The ban rule, for a user read from the database: Banned if banned (or gone)."""
+    if user is None or user.status == UserStatus.BANNED:
+        raise Banned()
+    return user
+
+
+def signup(
+    session: Session,
+    *,
+    user_name: str,
+    password: str,
+    role: Role = Role.PLAYER,
+    client: str | None = None,
+) -> User:
+    """Create a user; Conflict when the name is taken (in any letter case).
+
+    A sign-up from a client address counts against that client's hourly limit
+    (TooManySignups); operators' sign-ups (no client) do not.
+    """
+    if client is not None:
+        ratelimit.count_signup(client)
     password_hash = security.hash_password(password)
     if repository.get_by_name(session, user_name) is not None:
         raise Conflict("user name already taken")
@@ -46,17 +72,34 @@ def signup(session: Session, *, user_name: str, password: str, role: str = "play
 
 
 def login(session: Session, *, user_name: str, password: str, client: str) -> SignIn:
-    """Verify a password and record a sign-in. Unknown name and wrong password look alike."""
-    ratelimit.check_login_allowed(user_name, client)
-    user = repository.get_by_name(session, user_name)
-    if not security.verify_password(password, user.password_hash if user else None):
-        ratelimit.record_login_failure(user_name, client)
-        raise Unauthorized(BAD_CREDENTIALS)
+    """Verify a password and record a sign-in. Unknown name and wrong password look alike.
+
+    The check is admitted by the failed-login limits before the password is hashed
+    (TooManyAttempts once one is spent); a wrong password counts as a failure.
+    """
+    with ratelimit.login_attempt(user_name, client) as attempt:
+        user = repository.get_by_name(session, user_name)
+        if not security.verify_password(password, user.password_hash if user else None):
+            attempt.failed = True
+            raise Unauthorized(BAD_CREDENTIALS)
+        attempt.succeeded = True
     assert user is not None
-    ratelimit.clear_login_failures(user_name)
-    if user.status == "banned":
-        raise Banned()
-    return _record_sign_in(session, user.user_id, family_id=secrets.token_hex(16), via="login")
+    ensure_not_banned(user)
+    ratelimit.count_sign_in(user.user_id)
+    now = utcnow()
+    raw_refresh = security.new_refresh_token()
+    signed_in = repository.record_sign_in(
+        session,
+        user.user_id,
+        via="login",
+        family_id=secrets.token_hex(16),
+        token_hash=security.hash_refresh_token(raw_refresh),
+        now=now,
+        expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
+    )
+    if signed_in is None:
+        raise Banned()  # banned since it was read
+    return _answer(signed_in, raw_refresh)
 
 
 def refresh(session: Session, *, refresh_token: str) -> SignIn:
@@ -67,78 +110,58 @@ def refresh(session: Session, *, refresh_token: str) -> SignIn:
     """
     now = utcnow()
     token_hash = security.hash_refresh_token(refresh_token)
-    # The frequent case: a live token of a player who is not banned.
-    if session.get_bind().dialect.name == "postgresql":
-        # One round trip for the session start of every game client.
-        raw_refresh = security.new_refresh_token()
-        rotated = repository.rotate_and_sign_in(
-            session,
-            old_hash=token_hash,
-            new_hash=security.hash_refresh_token(raw_refresh),
-            now=now,
-            expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
-        )
-        if rotated is not None:
-            sign_in_id, user_id, role = rotated
-            access_token, expires_in = security.mint_access_token(user_id, role)
-            return SignIn(access_token, expires_in, raw_refresh, user_id, sign_in_id)
-    else:
-        live = repository.use_refresh_token(session, token_hash, now=now)
-        if live is not None:
-            return _record_sign_in(session, live.user_id, family_id=live.family_id, via="refresh")
-    # Otherwise say why, in the order the contract wants (ban first).
-    token = repository.get_refresh_token(session, token_hash, for_update=True)
+    raw_refresh = security.new_refresh_token()
+    signed_in = repository.rotate_refresh_token(
+        session,
+        token_hash,
+        new_hash=security.hash_refresh_token(raw_refresh),
+        now=now,
+        expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
+    )
+    if signed_in is None:
+        _refuse_refresh(session, token_hash, now=now)
+    # Counted once the user is known; refusing rolls the rotation back, so the
+    # presented token stays usable.
+    ratelimit.count_sign_in(signed_in.user_id)
+    return _answer(signed_in, raw_refresh)
+
+
+def _refuse_refresh(session: Session, token_hash: str, *, now: datetime) -> NoReturn:
+    """Say why a token could not be rotated, in the order the contract wants."""
+    token = repository.get_refresh_token(session, token_hash)
     if token is None:
         raise Unauthorized("unknown refresh token")
     # A ban revokes the user's tokens; their owner must still hear "banned" (403),
     # not "already used" (401), so the ban is checked first.
-    user = repository.get_by_id(session, token.user_id)
-    if user is None or user.status == "banned":
-        raise Banned()
+    ensure_not_banned(repository.get_by_id(session, token.user_id))
     if token.used_at is not None or token.revoked_at is not None:
         repository.revoke_family(session, token.family_id, now=now)
         raise RefreshTokenReused()
     if token.expires_at <= now:
         raise Unauthorized("refresh token expired")
-    token.used_at = now
-    return _record_sign_in(session, user.user_id, family_id=token.family_id, via="refresh")
+    # Live now, but not when it was presented (a transaction that held it let go).
+    raise Unauthorized("refresh token no longer valid; retry")
 
 
-def _record_sign_in(session: Session, user_id: int, *, family_id: str, via: str) -> SignIn:
-    # One transaction: user row, outbox event and the next refresh token, in three
-    # statements (every login, and refreshes where rotate_and_sign_in is unavailable).
-    now = utcnow()
-    role = repository.mark_signed_in(session, user_id, now=now)
-    if role is None:
-        raise Banned()
-    sign_in_id = repository.add_sign_in(session, user_id, via=via, now=now)
-    raw_refresh = security.new_refresh_token()
-    repository.add_refresh_token(
-        session,
-        security.hash_refresh_token(raw_refresh),
-        user_id=user_id,
-        family_id=family_id,
-        now=now,
-        expires_at=now + timedelta(seconds=get_settings().refresh_ttl_seconds),
-    )
-    access_token, expires_in = security.mint_access_token(user_id, role)
+def _answer(signed_in: repository.SignedIn, raw_refresh: str) -> SignIn:
+    access_token, expires_in = security.mint_access_token(signed_in.user_id, signed_in.role)
     return SignIn(
         access_token=access_token,
         expires_in=expires_in,
         refresh_token=raw_refresh,
-        user_id=user_id,
-        sign_in_id=sign_in_id,
+        user_id=signed_in.user_id,
+        sign_in_id=signed_in.sign_in_id,
     )
 
 
-def ban(session: Session, *, user_id: int) -> User:
-    """Ban a user: no more logins, refreshes or requests with existing tokens."""
-    user = repository.get_by_id(session, user_id, for_update=True)
+def ban(session: Session, *, user_id: int, by: int) -> User:
+    """Ban a user (by the admin `by`): no more logins, refreshes or requests with
+    existing tokens. Conflict for an admin banning themselves."""
+    if user_id == by:
+        raise Conflict("you cannot ban yourself")
+    user = repository.ban(session, user_id, now=utcnow())
     if user is None:
         raise NotFound("user not found")
-    user.status = "banned"
-    repository.revoke_all_for_user(session, user_id, now=utcnow())
-    session.flush()
     return user
 
 
@@ -148,6 +171,4 @@ def authenticate(session: Session, token: str) -> User:
     user = repository.get_by_id(session, claims.user_id)
     if user is None:
         raise Unauthorized("invalid token")
-    if user.status == "banned":
-        raise Banned()
-    return user
+    return ensure_not_banned(user)

@@ -1,0 +1,219 @@
+"""The options, the order of the measurements and the exactness verdict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import harness
+from bench import __doc__ as ABOUT
+from bench.measure import (
+    EndToEnd,
+    measure_backlog,
+    measure_bare_argon2,
+    measure_ceiling,
+    measure_celery_floor,
+    measure_end_to_end,
+    measure_login,
+    measure_quests,
+)
+from bench.report import plot, print_table
+from bench.system import Bench
+
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+DATABASE = os.environ.get("QUESTLINE_BENCH_DB_NAME", "questline_bench")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(ABOUT or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (~2-3 minutes)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="processes for the ceiling, the floor, the API and the login "
+        "comparison (default 2, the cores of the reference machine)",
+    )
+    parser.add_argument("--workers", default="1,2,4", help="worker process counts to sweep")
+    parser.add_argument("--rate", type=float, default=1200, help="offered refresh sign-ins/s")
+    parser.add_argument("--events", type=int, help="backlog size (default 50,000; quick 10,000)")
+    parser.add_argument("--database-url", help="a PostgreSQL URL to use (it is wiped)")
+    parser.add_argument(
+        "--pg-server",
+        default=PG_SERVER,
+        help=f"where to create the {DATABASE} database ($QUESTLINE_BENCH_DB_NAME names another)",
+    )
+    parser.add_argument("--redis-url", help="a Redis db to use (it is flushed)")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,e")
+    parser.add_argument("--plot", type=Path, default=harness.ROOT / "docs" / "performance.png")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    if args.database_url:
+        from sqlalchemy.engine import make_url
+
+        harness.scratch_database(make_url(args.database_url).database or "")
+    else:
+        harness.scratch_database(DATABASE)
+    return args
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+@dataclass
+class Run:
+    """The measurements of one run, as they come in."""
+
+    b: Bench
+    args: argparse.Namespace
+    ceiling: float = float("nan")
+    floor: float = float("nan")
+    rows: list[tuple[str, float, str]] = field(default_factory=list)
+    e2e: list[EndToEnd] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def quick(self) -> bool:
+        return bool(self.args.quick)
+
+    @property
+    def skip(self) -> set[str]:
+        return set(self.args.skip.split(","))
+
+    @property
+    def workers(self) -> list[int]:
+        return [int(w) for w in self.args.workers.split(",")]
+
+    @property
+    def events(self) -> int:
+        return int(self.args.events or (10_000 if self.quick else 50_000))
+
+    @property
+    def seconds(self) -> float:
+        return 4.0 if self.quick else 15.0
+
+    def measure_all(self) -> None:
+        b = self.b
+        self.results.update(processes=b.processes, quick=self.quick, events=self.events)
+        if "a" not in self.skip:
+            self.ceiling = measure_ceiling(b, self.seconds)
+            say(
+                f"(a) ceiling, raw locked update, {b.processes} processes: {self.ceiling:,.0f} tx/s"
+            )
+        if "b" not in self.skip:
+            self.floor = measure_celery_floor(b, 4000 if self.quick else 20_000)
+            say(
+                f"(b) Celery floor, no-op tasks, {b.processes} processes: {self.floor:,.0f} tasks/s"
+            )
+        self.results.update(ceiling=self.ceiling, celery_floor=self.floor)
+        if "c" not in self.skip:
+            self.backlog()
+        if "d" not in self.skip:
+            self.end_to_end()
+        if "e" not in self.skip:
+            self.api_paths()
+
+    def backlog(self) -> None:
+        b, events, failures, rows = self.b, self.events, self.failures, self.rows
+        backlog: dict[int, float] = {}
+        for w in self.workers:
+            rate, problem = measure_backlog(b, events, w, naive=False)
+            backlog[w] = rate
+            say(
+                f"(c) backlog drain, batched, {w} processes: {rate:,.0f} sign-ins/s "
+                f"{'exact' if not problem else 'NOT EXACT: ' + problem}"
+            )
+            if problem:
+                failures.append(f"backlog {w}: {problem}")
+            rows.append((f"backlog drain, batched, {w} proc", rate, "sign-ins/s"))
+        naive_events = max(1000, events // 10)
+        rate, problem = measure_backlog(b, naive_events, b.processes, naive=True)
+        say(
+            f"(c) backlog drain, one task per sign-in, {b.processes} processes: "
+            f"{rate:,.0f} sign-ins/s {'exact' if not problem else 'NOT EXACT: ' + problem}"
+        )
+        if problem:
+            failures.append(f"naive backlog: {problem}")
+        rows.append(
+            (f"backlog drain, one task per sign-in, {b.processes} proc", rate, "sign-ins/s")
+        )
+        self.results["backlog"] = backlog
+        self.results["backlog_naive"] = rate
+
+    def end_to_end(self) -> None:
+        b = self.b
+        runs = [(w, "batch") for w in self.workers] + [(b.processes, "per_event")]
+        for w, mode in runs:
+            r = measure_end_to_end(b, w, self.args.rate, 8.0 if self.quick else 20.0, mode=mode)
+            self.e2e.append(r)
+            say(
+                f"(d) end to end, {mode}, {w} worker proc: offered {r.offered:,.0f}/s, "
+                f"sustained {r.sustained:,.0f}/s, lag p50/p95/p99 "
+                f"{r.lag[0] * 1000:,.0f}/{r.lag[1] * 1000:,.0f}/{r.lag[2] * 1000:,.0f} ms, "
+                f"HTTP p99 {r.http_p99 * 1000:,.0f} ms, missed {r.missed}, failed "
+                f"{r.failed}, {'exact' if not r.exact else 'NOT EXACT: ' + r.exact}"
+            )
+            if r.exact:
+                self.failures.append(f"end to end {mode} {w}: {r.exact}")
+        self.results["end_to_end"] = [r.__dict__ for r in self.e2e]
+
+    def api_paths(self) -> None:
+        b, secs = self.b, self.seconds
+        argon = measure_bare_argon2(b, secs)
+        login, login_failed = measure_login(b, secs)
+        say(
+            f"(e) password login {login:,.1f}/s vs bare argon2 verify {argon:,.1f}/s "
+            f"({login / argon:.2f}); failed {login_failed}"
+        )
+        quests, bare, quests_failed = measure_quests(b, secs)
+        say(
+            f"(e) cached GET /quests {quests:,.0f}/s vs bare endpoint {bare:,.0f}/s "
+            f"({quests / bare:.2f}); failed {quests_failed}"
+        )
+        if login_failed or quests_failed:
+            self.failures.append(f"API errors: login {login_failed}, quests {quests_failed}")
+        self.results.update(login=login, argon2=argon, quests=quests, bare=bare)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_dir = Path(tempfile.mkdtemp(prefix="questline-bench-"))
+    redis_server = None if args.redis_url else harness.RedisServer(data_dir).start()
+    try:
+        redis_url = args.redis_url or redis_server.url  # type: ignore[union-attr]
+        database_url = args.database_url or harness.recreate_database(args.pg_server, DATABASE)
+        b = Bench(database_url, redis_url, data_dir, args.processes, args.quick)
+        b.env = {
+            "QUESTLINE_DATABASE_URL": database_url,
+            "QUESTLINE_REDIS_URL": redis_url,
+            "QUESTLINE_DATA_DIR": str(data_dir),
+            "QUESTLINE_LOGIN_MAX_FAILURES_PER_CLIENT": "1000000",
+        }
+        os.environ.update(b.env)  # this process publishes tasks and mints tokens too
+        from questline.infra import migrate
+
+        migrate.upgrade(database_url)
+        run = Run(b, args)
+        run.measure_all()
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+
+    print_table(run.results, run.rows, run.e2e, run.ceiling, run.floor)
+    if "c" not in run.skip and "d" not in run.skip:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot(args.plot, run.results["backlog"], run.e2e, run.ceiling, run.floor)
+        print(f"\nplot: {args.plot}")
+    if args.json:
+        args.json.write_text(json.dumps(run.results, indent=2, default=str))
+    if run.failures:
+        print("\nEXACTNESS OR ERRORS:\n  " + "\n  ".join(run.failures))
+        return 1
+    return 0
