@@ -9,7 +9,15 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut, UserOut
+from api.auth.schemas import (
+    LoginIn,
+    RefreshIn,
+    SignInOut,
+    SignupIn,
+    SignupOut,
+    TimezoneIn,
+    UserOut,
+)
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
 from questline.errors import RefreshTokenReused
@@ -35,7 +43,7 @@ def signup(body: SignupIn, session: SessionDep) -> SignupOut:
     """Create a player account."""
     user = users.signup(session, user_name=body.user_name, password=body.password)
     session.commit()
-    return SignupOut.model_validate(user)
+    return SignupOut.model_validate(users.profile(session, user))
 
 
 def _sign_in(record: Callable[[Session], users.SignIn]) -> users.SignIn:
@@ -101,9 +109,21 @@ async def refresh(body: RefreshIn) -> SignInOut:
 
 
 @router.get("/auth/me", response_model=UserOut, responses=AUTH_ERRORS)
-def me(user: CurrentUser) -> UserOut:
+def me(user: CurrentUser, session: SessionDep) -> UserOut:
     """The token's user, with the wallet."""
-    return UserOut.model_validate(user)
+    return UserOut.model_validate(users.profile(session, user))
+
+
+@router.patch(
+    "/auth/me",
+    response_model=UserOut,
+    responses={**AUTH_ERRORS, 422: {"description": "not an IANA time zone, or another field"}},
+)
+def update_me(body: TimezoneIn, user: CurrentUser, session: SessionDep) -> UserOut:
+    """Set the player's time zone: events stored from now on are stamped with it."""
+    updated = users.set_timezone(session, user_id=user.user_id, timezone=body.timezone)
+    session.commit()
+    return UserOut.model_validate(users.profile(session, updated))
 
 
 @router.post(
@@ -115,7 +135,7 @@ def ban(user_id: UserIdPath, _admin: AdminUser, session: SessionDep) -> UserOut:
     """Ban a user (admin): no more logins, and their tokens stop working."""
     user = users.ban(session, user_id=user_id)
     session.commit()
-    return UserOut.model_validate(user)
+    return UserOut.model_validate(users.profile(session, user))
 
 
 @router.get("/.well-known/jwks.json")

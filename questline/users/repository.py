@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import Row, func, insert, select, update
@@ -19,6 +18,15 @@ def get_by_id(session: Session, user_id: int, *, for_update: bool = False) -> Us
     if for_update:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
+
+
+def set_timezone(session: Session, user_id: int, timezone: str) -> User | None:
+    """Change a user's zone; the user, or None if there is none."""
+    user = get_by_id(session, user_id)
+    if user is not None:
+        user.timezone = timezone
+        session.flush()
+    return user
 
 
 def get_by_name(session: Session, user_name: str) -> User | None:
@@ -169,31 +177,3 @@ def revoke_all_for_user(session: Session, user_id: int, *, now: datetime) -> Non
         .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-
-
-def credit_wallets(session: Session, credits: Mapping[int, Mapping[str, int]]) -> None:
-    """Add {user_id: {"gold": n, "diamond": m}} to wallets, locking users in user_id
-    order (the last step of the lock order every writer follows)."""
-    for user_id in sorted(credits):
-        amounts = credits[user_id]
-        session.execute(
-            update(User)
-            .where(User.user_id == user_id)
-            .values(
-                gold=User.gold + amounts.get("gold", 0),
-                diamond=User.diamond + amounts.get("diamond", 0),
-            )
-        )
-
-
-def credit_wallet(
-    session: Session, user_id: int, *, reward_item: str, reward_qty: int
-) -> Row[int, int]:
-    """Add one reward to a user's wallet; the new (gold, diamond)."""
-    column = User.gold if reward_item == "gold" else User.diamond
-    return session.execute(
-        update(User)
-        .where(User.user_id == user_id)
-        .values({column: column + reward_qty})
-        .returning(User.gold, User.diamond)
-    ).one()
