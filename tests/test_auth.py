@@ -37,7 +37,17 @@ SIGN_IN_FIELDS = {
     "user_id",
     "sign_in_id",
 }
-USER_FIELDS = {"user_id", "user_name", "status", "gold", "diamond", "created_at", "last_login_at"}
+USER_FIELDS = {
+    "user_id",
+    "user_name",
+    "status",
+    "gold",
+    "diamond",
+    "created_at",
+    "last_login_at",
+    "timezone",
+    "wallet",
+}
 
 
 def signup(client: httpx.Client, name: str, password: str = f.PASSWORD) -> httpx.Response:
@@ -266,7 +276,10 @@ def test_refresh_refuses_an_expired_token(client: httpx.Client) -> None:
 
 
 def test_me_shows_the_token_user_with_the_wallet(client: httpx.Client) -> None:
-    user_id = stored_user("alice", gold=3, diamond=4)
+    user_id = stored_user("alice")
+    with db.transaction() as session:
+        f.set_balance(session, user_id, "gold", 3)
+        f.set_balance(session, user_id, "diamond", 4)
     r = client.get("/auth/me", headers=f.bearer(user_id))
     assert r.status_code == 200, r.text
     body = r.json()
@@ -278,6 +291,7 @@ def test_me_shows_the_token_user_with_the_wallet(client: httpx.Client) -> None:
         4,
     )
     assert (body["status"], body["last_login_at"]) == ("new", None)
+    assert (body["timezone"], body["wallet"]) == ("UTC", {"gold": 3, "diamond": 4})
     assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None
 
 

@@ -32,3 +32,6 @@ def test_sign_in_three_times_can_be_earned_twice_and_no_more(make_player: Any, w
     assert (quest["completions"], quest["claimed"], quest["claimable"]) == (2, 2, 0)
     assert alice.post("/me/quests/1/claim").status_code == 409
     assert alice.get("/auth/me").json()["diamond"] == 20
+    # v1's diamond is read from the wallet, which holds what the two claims paid.
+    assert alice.get("/me/wallet").json() == {"balances": {"gold": 0, "diamond": 20}}
+    assert alice.get("/auth/me").json()["wallet"] == {"gold": 0, "diamond": 20}

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from api.auth.schemas import LoginIn, RefreshIn, SignInOut, SignupIn, SignupOut, UserOut
+from api.auth.schemas import (
+    LoginIn,
+    RefreshIn,
+    SignInOut,
+    SignupIn,
+    SignupOut,
+    TimezoneIn,
+    UserOut,
+)
 from api.deps import AdminUser, CurrentUser, SessionDep, UserIdPath, client_address
 from questline import security
 from questline.errors import RefreshTokenReused
@@ -61,7 +69,7 @@ def signup(body: SignupIn, request: Request, response: Response, session: Sessio
     )
     session.commit()
     response.headers["Cache-Control"] = NO_STORE
-    return SignupOut.model_validate(user)
+    return SignupOut.model_validate(users.profile(session, user))
 
 
 def _sign_in(record: Callable[[Session], users.SignIn]) -> users.SignIn:
@@ -136,9 +144,21 @@ async def refresh(body: RefreshIn, response: Response) -> SignInOut:
 
 
 @router.get("/auth/me", response_model=UserOut, responses=AUTH_ERRORS)
-def me(user: CurrentUser) -> UserOut:
+def me(user: CurrentUser, session: SessionDep) -> UserOut:
     """The token's user, with the wallet."""
-    return UserOut.model_validate(user)
+    return UserOut.model_validate(users.profile(session, user))
+
+
+@router.patch(
+    "/auth/me",
+    response_model=UserOut,
+    responses={**AUTH_ERRORS, 422: {"description": "not an IANA time zone, or another field"}},
+)
+def update_me(body: TimezoneIn, user: CurrentUser, session: SessionDep) -> UserOut:
+    """Set the player's time zone: events stored from now on are stamped with it."""
+    updated = users.set_timezone(session, user_id=user.user_id, timezone=body.timezone)
+    session.commit()
+    return UserOut.model_validate(users.profile(session, updated))
 
 
 @router.post(
@@ -152,8 +172,12 @@ def me(user: CurrentUser) -> UserOut:
 )
 def ban(user_id: UserIdPath, admin: AdminUser) -> UserOut:
     """Ban a user (admin): no more logins, and their tokens stop working."""
-    user = run_in_transaction(lambda session: users.ban(session, user_id=user_id, by=admin.user_id))
-    return UserOut.model_validate(user)
+    shown = run_in_transaction(
+        lambda session: users.profile(
+            session, users.ban(session, user_id=user_id, by=admin.user_id)
+        )
+    )
+    return UserOut.model_validate(shown)
 
 
 @router.get("/.well-known/jwks.json")

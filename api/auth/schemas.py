@@ -20,7 +20,6 @@ class SignupIn(BaseModel):
 
 
 class SignupOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
     user_id: int
     user_name: str
     status: UserStatus
@@ -47,10 +46,20 @@ class SignInOut(BaseModel):
 
 
 class UserOut(SignupOut):
-    """A user with the wallet, as /auth/me and the ban route answer."""
+    """A user with the wallet, as /auth/me and the ban route answer. gold and diamond
+    are read from the wallet; `wallet` holds every item, as GET /me/wallet's balances."""
 
     created_at: datetime
     last_login_at: datetime | None
+    timezone: str = Field(description="IANA zone stamped on the user's events")
+    wallet: dict[str, int] = Field(description="item -> balance; gold and diamond always")
+
+
+class TimezoneIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timezone: StorableStr = Field(
+        min_length=1, max_length=64, description="An IANA zone name, e.g. Europe/Paris"
+    )
 
 
 ScopeName = Literal["events:write", "events:backfill"]

@@ -40,6 +40,15 @@ def get_by_id(session: Session, user_id: int, *, for_update: bool = False) -> Us
     return session.scalars(stmt).one_or_none()
 
 
+def set_timezone(session: Session, user_id: int, timezone: str) -> User | None:
+    """Change a user's zone; the user, or None if there is none."""
+    user = get_by_id(session, user_id)
+    if user is not None:
+        user.timezone = timezone
+        session.flush()
+    return user
+
+
 def get_by_name(session: Session, user_name: str) -> User | None:
     if not USER_NAME_RE.fullmatch(user_name):
         return None  # cannot exist; also keeps NUL bytes and the like away from SQL

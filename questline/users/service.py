@@ -9,7 +9,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
+from functools import lru_cache
+from typing import Any, NoReturn
+from zoneinfo import available_timezones
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,8 +21,9 @@ from models.base import utcnow
 from models.users import Role, UserStatus
 from questline import ratelimit, security
 from questline.config import get_settings
-from questline.errors import Banned, Conflict, NotFound, RefreshTokenReused, Unauthorized
+from questline.errors import Banned, Conflict, Invalid, NotFound, RefreshTokenReused, Unauthorized
 from questline.users import repository
+from questline.wallet import repository as wallet
 
 BAD_CREDENTIALS = "invalid user name or password"
 
@@ -172,3 +175,38 @@ def authenticate(session: Session, token: str) -> User:
     if user is None:
         raise Unauthorized("invalid token")
     return ensure_not_banned(user)
+
+
+def profile(session: Session, user: User) -> dict[str, Any]:
+    """A user as /auth/me and the ban answer show them: v1's gold and diamond read from
+    the wallet, the zone, and every balance (`wallet`)."""
+    balances = wallet.balances(session, user.user_id)
+    return {
+        "user_id": user.user_id,
+        "user_name": user.user_name,
+        "status": user.status,
+        "gold": balances["gold"],
+        "diamond": balances["diamond"],
+        "created_at": user.created_at,
+        "last_login_at": user.last_login_at,
+        "timezone": user.timezone,
+        "wallet": balances,
+    }
+
+
+def set_timezone(session: Session, *, user_id: int, timezone: str) -> User:
+    """Change the zone stamped on the user's events from now on; Invalid (422) unless it
+    is an IANA name."""
+    if timezone not in _iana_zones():
+        raise Invalid(f"timezone: {timezone[:64]!r} is not an IANA time zone (e.g. Europe/Paris)")
+    user = repository.set_timezone(session, user_id, timezone)
+    if user is None:
+        raise NotFound("user not found")
+    return user
+
+
+@lru_cache(maxsize=1)
+def _iana_zones() -> frozenset[str]:
+    # The names zoneinfo finds (the tzdata package ships them where the OS has none);
+    # a set, so that no path-like name ever reaches the file system.
+    return frozenset(available_timezones()) | {"UTC"}
