@@ -30,16 +30,16 @@ def _ceiling_loop(dsn: str, n_users: int, seconds: float, out: Any) -> None:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         user_id = rnd.randint(1, n_users)
+        # The least a sign-in costs: lock the user's quest row, move its one period on.
         cur.execute(
-            "SELECT curr_streak FROM user_quest_progress "
+            "SELECT completions FROM user_quest_progress "
             "WHERE user_id = %s AND quest_id = 1 FOR UPDATE",
             (user_id,),
         )
-        (streak,) = cur.fetchone()
         cur.execute(
-            "UPDATE user_quest_progress SET curr_streak = %s, updated_at = now() "
-            "WHERE user_id = %s AND quest_id = 1",
-            ((streak + 1) % 3, user_id),
+            "UPDATE user_quest_periods SET progress = (progress + 1) %% 3, updated_at = now() "
+            "WHERE user_id = %s AND quest_id = 1 AND period_key = ''",
+            (user_id,),
         )
         conn.commit()
         done += 1
@@ -68,8 +68,14 @@ def measure_ceiling(b: Bench, seconds: float) -> float:
     b.reset()
     b.make_users(n_users)
     b.sql(
-        "INSERT INTO user_quest_progress (user_id, quest_id, curr_streak, completions, "
-        "updated_at) SELECT g, 1, 0, 0, now() FROM generate_series(1, %s) g",
+        "INSERT INTO user_quest_progress (user_id, quest_id, completions, streak_periods, "
+        "best_streak, streak_completions, updated_at) "
+        "SELECT g, 1, 0, '[]', 0, 0, now() FROM generate_series(1, %s) g",
+        (n_users,),
+    )
+    b.sql(
+        "INSERT INTO user_quest_periods (user_id, quest_id, period_key, progress, completions, "
+        "updated_at) SELECT g, 1, '', 0, 0, now() FROM generate_series(1, %s) g",
         (n_users,),
     )
     return rate_across_processes(_ceiling_loop, (b.dsn, n_users), b.processes, seconds)

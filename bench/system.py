@@ -49,8 +49,9 @@ class Bench:
 
     def reset(self) -> None:
         self.sql(
-            "TRUNCATE user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, "
-            "events, users RESTART IDENTITY CASCADE"
+            "TRUNCATE wallet_ledger, wallets, user_rewards, user_quest_periods, "
+            "user_quest_progress, idempotency_keys, refresh_tokens, events, users "
+            "RESTART IDENTITY CASCADE"
         )
         import redis
 
@@ -61,8 +62,8 @@ class Bench:
 
         password_hash = security.hash_password(PASSWORD)
         self.sql(
-            "INSERT INTO users (user_name, password_hash, gold, diamond, status, role, "
-            "created_at) SELECT 'player' || g, %s, 0, 0, 'not_new', 'player', now() "
+            "INSERT INTO users (user_name, password_hash, status, role, created_at) "
+            "SELECT 'player' || g, %s, 'not_new', 'player', now() "
             "FROM generate_series(1, %s) g",
             (password_hash, n),
         )
@@ -91,8 +92,9 @@ class Bench:
     def insert_backlog(self, n_events: int, n_users: int) -> None:
         """n sign-ins already in the outbox, users interleaved as logins would be."""
         self.sql(
-            "INSERT INTO events (user_id, type, data, created_at, attempts) "
-            "SELECT 1 + (g %% %s), 'sign_in', '{\"via\": \"bench\"}', now(), 0 "
+            "INSERT INTO events (user_id, type, data, created_at, occurred_at, tz, value, "
+            "attempts) SELECT 1 + (g %% %s), 'sign_in', '{\"via\": \"bench\"}', now(), now(), "
+            "'UTC', 1, 0 "
             "FROM generate_series(0, %s - 1) g",
             (n_users, n_events),
         )
@@ -124,7 +126,8 @@ class Bench:
             problems.append(f"{pending} sign-ins not applied")
         # Quest 1 (the seed, the only active quest): streak S, duplication D. A user
         # with n sign-ins has min(D, n/S) completions, as many rewards, the rest of
-        # the streak, and one progress event per sign-in until the cap.
+        # the streak (the progress of its one period, ""), and one progress event per
+        # sign-in until the cap.
         (wrong,) = self.sql(
             """
             WITH s AS (SELECT user_id, count(*) AS n FROM events
@@ -137,10 +140,12 @@ class Bench:
                               least(q.duplication, s.n / q.streak) AS c FROM s, q)
             SELECT count(*) FROM e
             LEFT JOIN user_quest_progress p ON p.user_id = e.user_id AND p.quest_id = 1
+            LEFT JOIN user_quest_periods pp
+                   ON pp.user_id = e.user_id AND pp.quest_id = 1 AND pp.period_key = ''
             LEFT JOIN r ON r.user_id = e.user_id
             LEFT JOIN h ON h.user_id = e.user_id
             WHERE coalesce(p.completions, 0) <> e.c
-               OR coalesce(p.curr_streak, 0)
+               OR coalesce(pp.progress, 0)
                   <> CASE WHEN e.c < e.duplication THEN e.n - e.streak * e.c ELSE 0 END
                OR coalesce(r.k, 0) <> e.c
                OR coalesce(h.k, 0) <> least(e.n, e.streak * e.duplication)

@@ -102,9 +102,9 @@ def test_a_message_without_a_sender_is_dropped_and_a_failing_sender_breaks_nothi
     after_commit.register(Ping, broken)
     with db.transaction() as session:
         after_commit.after_commit(session, Ping(2))
-        session.get_one(User, user_id).gold = 5
+        session.get_one(User, user_id).timezone = "Europe/Paris"
     with db.transaction() as session:  # both commits stood
-        assert session.get_one(User, user_id).gold == 5
+        assert session.get_one(User, user_id).timezone == "Europe/Paris"
     assert sent == []
 
 

@@ -249,7 +249,7 @@ def test_sign_ins_left_by_a_crash_are_applied_after_the_next_start(tmp_path: Pat
         assert (q["curr_streak"], q["completions"]) == (2, 0)
         # The sweeper logs after its whole pass, a moment after the commit seen above.
         support.wait_until(
-            lambda: "sweeper applied 1 stale sign-ins" in again.output(),
+            lambda: "sweeper applied 1 stale inputs" in again.output(),
             30,
             "the sweeper to report the sign-in it applied",
         )

@@ -125,6 +125,16 @@ def test_the_seed_quest_records_v1_history_for_each_sign_in() -> None:
     ]
 
 
+def test_a_lowered_target_completes_a_count_once_per_event_and_starts_again_at_zero() -> None:
+    # v1 rule 2 after an admin lowered streak 3 -> 1 with curr_streak 1: the next sign-in
+    # makes it 2, which reaches 1: one completion, curr_streak 0; the one after, one more.
+    before = {1: QuestState(periods={"": PeriodState(Decimal(1), 0)})}
+    lowered = replace(SEED, target=1, duplication=4)
+    states, per_event = live([lowered], [sign_in(1, 7, T0), sign_in(2, 7, T0 + DAY)], before)
+    assert (states[1].completions, states[1].period("").progress) == (2, Decimal(0))
+    assert [history(e).count("reward_earned") for e in per_event] == [1, 1]
+
+
 def test_a_sign_in_is_an_event_of_type_sign_in_worth_one() -> None:
     e = sign_in(3, 7, T0, "Asia/Kathmandu")
     assert (e.type, e.value, dict(e.attrs), e.occurred_at, e.tz) == (

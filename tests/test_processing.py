@@ -37,8 +37,10 @@ MY_REWARD_FIELDS = {
     "quest_id",
     "reward_item",
     "reward_qty",
+    "items",
     "status",
     "earned_at",
+    "expires_at",
     "claimed_at",
 }
 
@@ -153,7 +155,11 @@ def test_claim_credits_the_oldest_reward(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "quest_id": 1,
-        "reward": {"reward_item": "diamond", "reward_qty": 10},
+        "reward": {
+            "reward_item": "diamond",
+            "reward_qty": 10,
+            "items": [{"item": "diamond", "qty": 10}],
+        },
         "balance": {"gold": 0, "diamond": 10},
         "claimable": 1,
     }
@@ -406,6 +412,8 @@ SERVICES = {
         "/auth/refresh",
         "/auth/me",
         "/auth/users/{user_id}/ban",
+        "/auth/api-keys",
+        "/auth/api-keys/{key_id}",
         "/.well-known/jwks.json",
     },
     "api.catalog.main:app": {
@@ -419,7 +427,10 @@ SERVICES = {
         "/me/quests/{quest_id}/claim",
         "/me/rewards",
         "/me/events",
+        "/me/wallet",
         "/sign-ins/{sign_in_id}",
+        "/events",
+        "/events/{event_id}",
     },
 }
 OPERATIONS = {"/healthz", "/readyz", "/metrics"}

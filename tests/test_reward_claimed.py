@@ -1,6 +1,6 @@
 """A credited reward is recorded the same way on every path that credits one: a claim,
 an auto-claim quest completed by a sign-in, and waiting rewards settled when a quest
-turns auto-claim (one builder, questline.quests.rules.reward_claimed_event)."""
+turns auto-claim (one builder, questline.quests.history.reward_claimed_entry)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from questline.quests import service as quests
 from questline.quests.rules import apply_sign_ins
 from tests import factories as f
 
-COMMON = {"completion_no", "reward_item", "reward_qty"}
+# What every reward_claimed entry says about the reward, whichever path credited it.
+COMMON = {"user_reward_id", "completion_no", "reward_item", "reward_qty", "items"}
 
 
 def claimed_events(session: Session, user_id: int) -> list[dict[str, object]]:
@@ -25,16 +26,20 @@ def claimed_events(session: Session, user_id: int) -> list[dict[str, object]]:
 
 def test_every_path_records_the_same_reward_claimed_event(session: Session) -> None:
     by_hand = f.add_quest(session, streak=1, duplication=3, item="gold", qty=2)
-    f.add_quest(session, streak=1, duplication=3, auto_claim=True, item="diamond", qty=5)
+    auto = f.add_quest(session, streak=1, duplication=3, auto_claim=True, item="diamond", qty=5)
     user_id = f.add_user(session).user_id
     [sign_in] = f.add_sign_ins(session, user_id)
     apply_sign_ins(session, event_ids=[sign_in])
     [auto_claimed] = claimed_events(session, user_id)
+    [auto_reward] = f.rewards(session, user_id, auto.quest_id)
     assert auto_claimed == {
+        "event_id": sign_in,
         "sign_in_id": sign_in,
+        "user_reward_id": auto_reward.user_reward_id,
         "completion_no": 1,
         "reward_item": "diamond",
         "reward_qty": 5,
+        "items": [{"item": "diamond", "qty": 5}],
         "auto_claim": True,
     }
 
@@ -46,16 +51,18 @@ def test_every_path_records_the_same_reward_claimed_event(session: Session) -> N
         "completion_no": 1,
         "reward_item": "gold",
         "reward_qty": 2,
+        "items": [{"item": "gold", "qty": 2}],
     }
 
     apply_sign_ins(session, event_ids=f.add_sign_ins(session, user_id))  # earns one to wait
     catalog.update_quest(session, by_hand.quest_id, auto_claim=True)
     settled = claimed_events(session, user_id)[-1]
-    assert set(settled) == COMMON | {"user_reward_id", "auto_claim"}
+    assert set(settled) == COMMON | {"auto_claim"}
     assert (settled["completion_no"], settled["auto_claim"]) == (2, True)
     assert all(COMMON <= set(data) for data in claimed_events(session, user_id))
 
 
 def test_reward_statuses_are_the_ones_the_contract_and_the_schema_know() -> None:
     contract = set(typing.get_args(MyReward.model_fields["status"].annotation))
-    assert {status.value for status in RewardStatus} == contract == {"not_claimed", "claimed"}
+    assert {status.value for status in RewardStatus} == contract
+    assert contract == {"not_claimed", "claimed", "expired"}

@@ -42,8 +42,8 @@ def test_a_transient_error_is_retried_and_never_counted_against_the_sign_in() ->
     blocker = holder.begin()
     holder.execute(
         sa.text(
-            "INSERT INTO user_quest_progress (user_id, quest_id, curr_streak, completions, "
-            "updated_at) VALUES (:u, 1, 0, 0, now())"
+            "INSERT INTO user_quest_progress (user_id, quest_id, completions, streak_periods, "
+            "best_streak, streak_completions, updated_at) VALUES (:u, 1, 0, '[]', 0, 0, now())"
         ),
         {"u": user_id},
     )

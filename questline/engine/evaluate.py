@@ -113,7 +113,12 @@ def _add_progress(quest: QuestDef, state: QuestState, event: EventIn) -> _Step |
         return None  # a sum event worth nothing changes nothing and records nothing
     with localcontext(EXACT):
         reached = before.progress + amount
-        room = [int(reached // quest.target)]
+        if quest.measure is Measure.COUNT:
+            # One event is one step (v1 rule 2): it completes the quest at most once, even
+            # when a lowered target left more progress than the new target.
+            room = [1 if reached >= quest.target else 0]
+        else:
+            room = [int(reached // quest.target)]
         if cap is not None:
             room.append(cap - before.completions)
         if quest.duplication is not None:
@@ -124,8 +129,13 @@ def _add_progress(quest: QuestDef, state: QuestState, event: EventIn) -> _Step |
                 f"event {event.event_id} would complete quest {quest.quest_id} "
                 f"{completed} times at once (at most {MAX_COMPLETIONS_PER_EVENT})"
             )
-        # At a cap the rest stays in progress, even when it is target or more.
-        progress = reached - completed * quest.target
+        # At a cap the rest stays in progress, even when it is target or more. A count
+        # starts again from 0 after a completion (v1's curr_streak = 0), a sum keeps the
+        # part beyond the targets it reached.
+        if quest.measure is Measure.COUNT and completed:
+            progress = Decimal(0)
+        else:
+            progress = reached - completed * quest.target
     after = PeriodState(progress=progress, completions=before.completions + completed)
     new_state = replace(
         state,

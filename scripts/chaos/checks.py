@@ -46,10 +46,16 @@ def verify(
                 )
             )
         }
+        # v1's curr_streak is the progress of a quest's one period (""), a whole number.
         progress = {
-            (u, q): (s, c)
+            (u, q): (int(s or 0), c)
             for u, q, s, c in conn.execute(
-                text("SELECT user_id, quest_id, curr_streak, completions FROM user_quest_progress")
+                text(
+                    "SELECT p.user_id, p.quest_id, pp.progress, p.completions "
+                    "FROM user_quest_progress p LEFT JOIN user_quest_periods pp "
+                    "ON pp.user_id = p.user_id AND pp.quest_id = p.quest_id "
+                    "AND pp.period_key = ''"
+                )
             )
         }
         rewards: dict[tuple[int, int], list[tuple[int, str, str, int]]] = collections.defaultdict(
@@ -62,9 +68,9 @@ def verify(
             )
         ):
             rewards[(u, q)].append((no, status, item, qty))
-        wallets = {
-            u: (g, d) for u, g, d in conn.execute(text("SELECT user_id, gold, diamond FROM users"))
-        }
+        wallets: dict[int, dict[str, int]] = collections.defaultdict(dict)
+        for u, item, balance in conn.execute(text("SELECT user_id, item, balance FROM wallets")):
+            wallets[u][item] = int(balance)
         pending, dead = conn.execute(
             text(
                 "SELECT count(*) FILTER (WHERE dead_at IS NULL), "
@@ -132,7 +138,8 @@ def verify(
                 )
             for _, _, item, qty in claimed:
                 wallet[item] += qty
-        got_wallet = wallets.get(user_id, (0, 0))
+        held = wallets.get(user_id, {})
+        got_wallet = (held.get("gold", 0), held.get("diamond", 0))
         want_wallet = (wallet["gold"], wallet["diamond"])
         if got_wallet != want_wallet:
             over += 1

@@ -82,7 +82,11 @@ def run_environment(
         "QUESTLINE_SWEEP_INTERVAL_SECONDS": "1",
         "QUESTLINE_BROKER_VISIBILITY_TIMEOUT_SECONDS": "45",
         "QUESTLINE_SIGN_IN_DISPATCH": args.dispatch,
+        # Every player signs up and signs in from this one address, fast: the auth
+        # limits are not under test here.
         "QUESTLINE_LOGIN_MAX_FAILURES_PER_CLIENT": "1000000",
+        "QUESTLINE_SIGNUPS_PER_CLIENT_PER_HOUR": "1000000",
+        "QUESTLINE_SIGN_INS_PER_USER_PER_MINUTE": "1000000",
         # Password hashing is not under test here; keep its CPU for the faults.
         "QUESTLINE_ARGON2_MEMORY_KIB": "1024",
         "QUESTLINE_ARGON2_TIME_COST": "1",
@@ -106,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(
         {k: v for k, v in env.items() if k.startswith("QUESTLINE_") and "PROBE" not in k}
     )
+    from models.users import Role
     from questline.infra import db, migrate
     from questline.users import service as users
 
     migrate.upgrade(database_url)
     with db.transaction() as session:
-        users.signup(session, user_name="chaos-admin", password=PASSWORD, role="admin")
+        users.signup(session, user_name="chaos-admin", password=PASSWORD, role=Role.ADMIN)
 
     slots: list[WorkerSlot] = []
     api: harness.Server | None = None
