@@ -43,6 +43,14 @@ class SignInStored:
 
 
 @dataclass(frozen=True)
+class EventsStored:
+    """A batch of gameplay events was stored (POST /events): one message for the batch,
+    which wakes one drain, or gives each event its own message in the per-event mode."""
+
+    events: tuple[tuple[int, int], ...]  # (event_id, user_id)
+
+
+@dataclass(frozen=True)
 class SignInReplayed:
     """An operator revived a dead input: it gets a message of its own."""
 

@@ -16,6 +16,7 @@ from models import User
 from questline import outbox
 from questline.catalog import cache
 from questline.catalog import service as catalog
+from questline.credentials import service as credentials
 from questline.errors import Conflict
 from questline.infra import after_commit, db
 from tests import factories as f
@@ -30,7 +31,13 @@ class Ping:
 def sent() -> Iterator[list[object]]:
     """What the hook sends, per message type of interest, in this process."""
     received: list[object] = []
-    kinds = (Ping, outbox.SignInStored, outbox.SignInReplayed, cache.CatalogChanged)
+    kinds = (
+        Ping,
+        outbox.SignInStored,
+        outbox.EventsStored,
+        outbox.SignInReplayed,
+        cache.CatalogChanged,
+    )
     previous = {kind: after_commit.register(kind, received.append) for kind in kinds}
     yield received
     for kind, sender in previous.items():
@@ -159,3 +166,24 @@ def test_each_sign_in_is_announced_once_after_its_commit_and_failures_not_at_all
     reused = client.post("/auth/refresh", json={"refresh_token": login["refresh_token"]})
     assert reused.status_code == 401
     assert len(sent) == 2
+
+
+def test_a_batch_of_gameplay_events_is_announced_once_after_its_commit(
+    client: httpx.Client, sent: list[object]
+) -> None:
+    with db.transaction() as session:
+        ann, bob = f.add_user(session).user_id, f.add_user(session).user_id
+        secret = credentials.create(session, name="announcer", scopes=["events:write"]).api_key
+
+    def send(*events: tuple[int, str]) -> httpx.Response:
+        batch = [{"user_id": u, "type": "match_won", "idempotency_key": k} for u, k in events]
+        return client.post("/events", json={"events": batch}, headers={"X-API-Key": secret})
+
+    r = send((ann, "m1"), (bob, "m1"), (ann, "m1"))
+    assert r.status_code == 202, r.text
+    ann_id, bob_id, _ = (x["event_id"] for x in r.json()["results"])
+    assert sent == [outbox.EventsStored(((ann_id, ann), (bob_id, bob)))]
+    # Duplicates store nothing new and announce nothing; a refused batch neither.
+    assert send((ann, "m1")).status_code == 202
+    assert send((ann, "m2"), (10**12, "m3")).status_code == 422
+    assert len(sent) == 1

@@ -1,25 +1,27 @@
-"""Publishing the messages that wake workers for stored sign-ins, off the request path.
+"""Publishing the messages that wake workers for stored inputs (sign-ins, gameplay events),
+off the request path.
 
 Domain code queues what happened on its session (questline.outbox: SignInStored,
-SignInReplayed, MoreSignInsWaiting); after the commit, the one after-commit hook
+EventsStored, SignInReplayed, MoreSignInsWaiting); after the commit, the one after-commit hook
 (questline.infra.after_commit) hands each message to this module's sender, which
 only puts it on a bounded queue. One thread per process publishes from that queue.
 So a slow or frozen broker never holds an answer: the queue absorbs a burst, a full
 queue drops messages, and publishing goes through the process's Redis circuit
 breaker (questline.infra.kv.shared_breaker), so while Redis does not answer the thread
 drops messages at once instead of waiting out a socket timeout for each. Dropping
-is safe: the sign-in is already durable, and the sweeper applies it.
+is safe: the input is already durable, and the sweeper applies it.
 
 Importing this module registers the sender; the API (api/factory.py), the workers
 (workers/celery_app.py) and the CLI import it.
 
-By default (with Redis) a sign-in does not get a message of its own: one
-`questline.drain_outbox` wake-up is sent if none is pending, and the worker that
-takes it applies every pending sign-in in batches. A Redis flag marks "a wake-up
-is queued and no drain has cleared the flag since"; the drain lingers
-drain_linger_seconds (sign-ins meanwhile join it), then clears the flag before it
-looks at the outbox, so a sign-in committed before the flag was seen is always
-found either by that drain or by the one its own wake-up starts.
+By default (with Redis) an input does not get a message of its own: one
+`questline.drain_outbox` wake-up is sent if none is pending (a batch from POST
+/events is one message, so it costs one too), and the worker that takes it applies
+every pending input in batches. A Redis flag marks "a wake-up is queued and no drain
+has cleared the flag since"; the drain lingers drain_linger_seconds (inputs meanwhile
+join it), then clears the flag before it looks at the outbox, so an input committed
+before the flag was seen is always found either by that drain or by the one its own
+wake-up starts.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from collections.abc import Callable, Sequence
 from questline.config import get_settings
 from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv, shared_breaker
-from questline.outbox import MoreSignInsWaiting, SignInReplayed, SignInStored
+from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | SignInReplayed | MoreSignInsWaiting
+Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
 
 
 def batching() -> bool:
@@ -128,7 +130,9 @@ class Publisher:
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
                 sends.append(_process_sign_in_sender(message.sign_in_id, message.user_id))
-            else:  # a stored sign-in in batch mode, or more sign-ins waiting
+            elif isinstance(message, EventsStored) and not batching():
+                sends.extend(_process_sign_in_sender(e, u) for e, u in message.events)
+            else:  # stored inputs in batch mode, or more inputs waiting
                 wake = True
         if wake:
             sends.insert(0, wake_drainer)
@@ -196,5 +200,6 @@ def clear_wakeup() -> None:
 publisher = Publisher()
 os.register_at_fork(after_in_child=publisher._reset)
 after_commit.register(SignInStored, publisher.submit)
+after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)

@@ -6,7 +6,7 @@ idempotency key) is new is stored in one statement, stamped with its user's zone
 is now. A duplicate, in an earlier request or earlier in the same batch, gets the first
 event's id and is never stored or applied again. Stored events wait in the outbox
 (processed_at NULL) for the workers, like sign-ins, and each is announced to them after
-the commit by the one after-commit hook (questline.outbox.SignInStored), never by hand.
+the commit by the one after-commit hook (questline.outbox.EventsStored), never by hand.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from questline.events import limits, repository, validation
 from questline.events.repository import EventKey
 from questline.events.validation import EventRejected, NewEvent
 from questline.infra.after_commit import after_commit
-from questline.outbox import SignInStored
+from questline.outbox import EventsStored
 
 
 class RecordStatus(enum.StrEnum):
@@ -140,9 +140,9 @@ def _store(
         status = RecordStatus.ACCEPTED if fresh else RecordStatus.DUPLICATE
         results.append(Recorded(event.idempotency_key, ids[key], status))
     stored = sorted((event_id, user_id) for (user_id, _), event_id in new_ids.items())
-    for event_id, user_id in stored:
-        # Sent once the transaction commits (one coalesced drain wake-up in batch mode).
-        after_commit(session, SignInStored(event_id, user_id))
+    if stored:
+        # Sent once the transaction commits: one drain wake-up for the whole batch.
+        after_commit(session, EventsStored(tuple(stored)))
     return RecordedBatch(results=results, stored=stored, counted=counted)
 
 
