@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models import EventType, Quest, Reward
+from models import Quest, Reward
 from models.base import utcnow
 from questline.catalog import cache, repository
 from questline.engine import (
@@ -35,6 +35,7 @@ from questline.engine import (
 )
 from questline.errors import Conflict, Invalid, NotFound
 from questline.quests import repository as quests_repository
+from questline.quests.history import reward_claimed_entry
 from questline.wallet import repository as wallet
 
 # The fields of a quest the engine reads (API.md "Quests, general form", v1's included).
@@ -465,20 +466,15 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
     quests_repository.add_events(
         session,
         [
-            {
-                "user_id": row.user_id,
-                "type": EventType.REWARD_CLAIMED,
-                "quest_id": quest_id,
-                "created_at": now,
-                "data": {
-                    "user_reward_id": row.user_reward_id,
-                    "completion_no": row.completion_no,
-                    "reward_item": row.items[0]["item"],
-                    "reward_qty": row.items[0]["qty"],
-                    "items": row.items,
-                    "auto_claim": True,
-                },
-            }
+            reward_claimed_entry(
+                user_id=row.user_id,
+                quest_id=quest_id,
+                user_reward_id=row.user_reward_id,
+                completion_no=row.completion_no,
+                items=row.items,
+                now=now,
+                auto_claim=True,
+            )
             for row in sorted(settled, key=lambda r: r.user_reward_id)
         ],
     )
