@@ -37,8 +37,10 @@ MY_REWARD_FIELDS = {
     "quest_id",
     "reward_item",
     "reward_qty",
+    "items",
     "status",
     "earned_at",
+    "expires_at",
     "claimed_at",
 }
 
@@ -153,7 +155,11 @@ def test_claim_credits_the_oldest_reward(client: httpx.Client) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "quest_id": 1,
-        "reward": {"reward_item": "diamond", "reward_qty": 10},
+        "reward": {
+            "reward_item": "diamond",
+            "reward_qty": 10,
+            "items": [{"item": "diamond", "qty": 10}],
+        },
         "balance": {"gold": 0, "diamond": 10},
         "claimable": 1,
     }
@@ -407,6 +413,8 @@ SERVICES = {
         "/auth/me",
         "/auth/users/{user_id}/ban",
         "/.well-known/jwks.json",
+        "/auth/api-keys",
+        "/auth/api-keys/{key_id}",
     },
     "api.catalog.main:app": {
         "/quests",
@@ -420,6 +428,9 @@ SERVICES = {
         "/me/rewards",
         "/me/events",
         "/sign-ins/{sign_in_id}",
+        "/me/wallet",
+        "/events",
+        "/events/{event_id}",
     },
 }
 OPERATIONS = {"/healthz", "/readyz", "/metrics"}
