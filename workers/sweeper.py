@@ -34,7 +34,7 @@ class SweeperThread(threading.Thread):
                 applied = outbox.sweep()
                 observe_applied(applied)
                 if applied.inputs:
-                    log.info("sweeper applied %d stale inputs", len(applied.inputs))
+                    log.info("sweeper applied %d stale sign-ins", len(applied.inputs))
             except Exception:
                 log.warning("outbox sweep failed; will try again", exc_info=True)
 
