@@ -187,8 +187,12 @@ def test_a_catalog_change_applies_to_sign_ins_stored_after_it(session: Session) 
 
     sign_in(session, user.user_id, 2)
 
-    assert f.progress(session, user.user_id, SEED_QUEST) == (0, 2)
-    assert [r.completion_no for r in f.rewards(session, user.user_id, SEED_QUEST)] == [1, 2]
+    # The progress of 1 stored before the change carries (API.md v2, "Evaluation": each
+    # time progress reaches the target one completion is earned and the target is
+    # subtracted): the first sign-in after it reaches 2 and completes twice, the second
+    # once more. v1 reset progress to 0 at a completion and would have counted 2.
+    assert f.progress(session, user.user_id, SEED_QUEST) == (0, 3)
+    assert [r.completion_no for r in f.rewards(session, user.user_id, SEED_QUEST)] == [1, 2, 3]
 
 
 def test_process_sign_in_applies_once_however_often_it_is_called(session: Session) -> None:

@@ -305,23 +305,6 @@ def highest_rewards(session: Session, user_id: int) -> dict[int, int]:
     return {int(q): int(n) for q, n in rows}
 
 
-def progress_for_user(session: Session, user_id: int) -> dict[int, UserQuestProgress]:
-    rows = session.scalars(
-        select(UserQuestProgress).where(UserQuestProgress.user_id == user_id)
-    ).all()
-    return {p.quest_id: p for p in rows}
-
-
-def reward_counts(session: Session, user_id: int) -> dict[tuple[int, str], int]:
-    """(quest_id, status) -> number of earned rewards."""
-    rows = session.execute(
-        select(UserReward.quest_id, UserReward.status, func.count())
-        .where(UserReward.user_id == user_id)
-        .group_by(UserReward.quest_id, UserReward.status)
-    ).all()
-    return {(q, s): n for q, s, n in rows}
-
-
 def _claimable(user_id: int, quest_id: int, now: datetime) -> tuple[Any, ...]:
     # Waiting and not past its expiry: an expired reward is never claimable, whether or
     # not a claim has stored its 'expired' status yet.

@@ -1,4 +1,5 @@
-"""A player's quests: progress view, claims, earned rewards, history. Never commits."""
+"""A player's claims, earned rewards and history (the quest view is in progress_view).
+Never commits."""
 
 from __future__ import annotations
 
@@ -12,57 +13,9 @@ from sqlalchemy.orm import Session
 from models import Event, EventType, RewardStatus, UserReward
 from models.base import utcnow
 from questline.catalog import repository as catalog_repository
-from questline.catalog import service as catalog
 from questline.errors import Conflict, DomainError, Invalid, NotFound
 from questline.quests import history, repository
 from questline.wallet import repository as wallet
-
-
-def quest_status(*, curr_streak: int, completions: int, duplication: int, claimable: int) -> str:
-    if claimable > 0:
-        return "claimable"
-    if completions >= duplication:
-        return "completed"
-    if curr_streak == 0 and completions == 0:
-        return "not_started"
-    return "in_progress"
-
-
-def my_quests(session: Session, *, user_id: int) -> list[dict[str, Any]]:
-    """One item per active quest, started or not, ordered by quest_id."""
-    progress = repository.progress_for_user(session, user_id)
-    counts = repository.reward_counts(session, user_id)
-    items = []
-    for quest in catalog.list_quests(session):
-        qid = quest["quest_id"]
-        row = progress.get(qid)
-        curr_streak = row.curr_streak if row else 0
-        completions = row.completions if row else 0
-        claimable = counts.get((qid, "not_claimed"), 0)
-        items.append(
-            {
-                "quest_id": qid,
-                "name": quest["name"],
-                "streak": quest["streak"],
-                "duplication": quest["duplication"],
-                "auto_claim": quest["auto_claim"],
-                "reward": {
-                    "reward_item": quest["reward"]["reward_item"],
-                    "reward_qty": quest["reward"]["reward_qty"],
-                },
-                "curr_streak": curr_streak,
-                "completions": completions,
-                "claimed": counts.get((qid, "claimed"), 0),
-                "claimable": claimable,
-                "status": quest_status(
-                    curr_streak=curr_streak,
-                    completions=completions,
-                    duplication=quest["duplication"],
-                    claimable=claimable,
-                ),
-            }
-        )
-    return items
 
 
 def claim(session: Session, *, user_id: int, quest_id: int) -> dict[str, Any]:
