@@ -7,6 +7,7 @@ a real worker applies it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import count
@@ -158,8 +159,8 @@ def test_the_boundaries_of_every_rule_are_accepted(client: httpx.Client, user: i
 
 KATHMANDU = timezone(timedelta(hours=5, minutes=45))
 # Placeholders for JSON text that json.dumps cannot write, or times relative to the request.
-RAW = {
-    "__INFINITE__": "1e400",
+RAW: dict[str, Callable[[], str]] = {
+    "__INFINITE__": lambda: "1e400",
     "__FUTURE__": lambda: json.dumps(iso(datetime.now(UTC) + timedelta(minutes=2))),
     "__TOO_OLD__": lambda: json.dumps(iso(datetime.now(UTC) - timedelta(days=1, minutes=5))),
 }
@@ -225,7 +226,7 @@ def test_an_invalid_event_is_422_naming_index_and_field_and_nothing_is_stored(
     # ASCII JSON: a lone surrogate travels as the escape \\ud800, as a client would send it.
     text = json.dumps(body)
     for placeholder, raw in RAW.items():
-        text = text.replace(json.dumps(placeholder), raw() if callable(raw) else raw)
+        text = text.replace(json.dumps(placeholder), raw())
     content = text.encode()
     r = client.post(
         "/events",

@@ -187,6 +187,8 @@ def test_a_catalog_change_applies_to_sign_ins_stored_after_it(session: Session) 
 
     sign_in(session, user.user_id, 2)
 
+    # A count quest completes at most once per event and starts again from 0 (v1's rule 2,
+    # kept by the engine): progress stored above a lowered target does not complete twice.
     assert f.progress(session, user.user_id, SEED_QUEST) == (0, 2)
     assert [r.completion_no for r in f.rewards(session, user.user_id, SEED_QUEST)] == [1, 2]
 

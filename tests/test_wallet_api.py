@@ -190,7 +190,7 @@ def test_parallel_claims_credit_each_bundle_once(client: httpx.Client) -> None:
 
     def one(_: int) -> int:
         with httpx.Client(base_url=str(client.base_url), timeout=30) as c:
-            return claim(c, headers, quest_id).status_code
+            return int(claim(c, headers, quest_id).status_code)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         codes = sorted(pool.map(one, range(10)))

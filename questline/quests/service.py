@@ -1,4 +1,5 @@
-"""A player's quests: progress view, claims, earned rewards, history. Never commits."""
+"""A player's claims, earned rewards and history (the quest view is in progress_view).
+Never commits."""
 
 from __future__ import annotations
 
