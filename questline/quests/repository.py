@@ -50,6 +50,19 @@ PeriodRow = Row[int, int, str, Decimal, int]
 _PENDING = (Event.occurred_at.is_not(None), Event.processed_at.is_(None))
 
 
+# What the shell and recompute read of an input (InputRow).
+_INPUT_COLUMNS = (
+    Event.event_id,
+    Event.user_id,
+    Event.type,
+    Event.occurred_at,
+    Event.tz,
+    Event.value,
+    Event.attrs,
+    Event.created_at,
+)
+
+
 def lock_inputs(
     session: Session,
     *,
@@ -63,16 +76,7 @@ def lock_inputs(
     type, occurred_at, tz, value, attrs, created_at. `include_processed` is the test-only
     fault of the idempotency guard's negative control."""
     stmt = (
-        select(
-            Event.event_id,
-            Event.user_id,
-            Event.type,
-            Event.occurred_at,
-            Event.tz,
-            Event.value,
-            Event.attrs,
-            Event.created_at,
-        )
+        select(*_INPUT_COLUMNS)
         .where(Event.occurred_at.is_not(None), Event.dead_at.is_(None))
         .order_by(Event.event_id)
         .limit(limit)
@@ -268,16 +272,7 @@ def processed_inputs(
     """A user's applied inputs of these types (as lock_inputs returns them), in
     (occurred_at, event_id) order: the history recompute folds."""
     return session.execute(
-        select(
-            Event.event_id,
-            Event.user_id,
-            Event.type,
-            Event.occurred_at,
-            Event.tz,
-            Event.value,
-            Event.attrs,
-            Event.created_at,
-        )
+        select(*_INPUT_COLUMNS)
         .where(
             Event.user_id == user_id,
             Event.occurred_at.is_not(None),
