@@ -51,6 +51,8 @@ class EventTally:
     batches: int = 0
     retried_batches: int = 0
     resent_batches: int = 0
+    hurried: int = 0  # batches first sent with a too-short timeout
+    retry_duplicates: int = 0  # events a retry found stored by an attempt with no answer
     resend_mismatches: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # 4xx: a bug in the run or the product
     sent: collections.Counter[int] = field(default_factory=collections.Counter)  # per user
@@ -160,7 +162,10 @@ def run_game_server(
                 continue
             started = time.monotonic()
             body = {"events": events}
-            ids = _send_until_answered(client, body, tally, stop)
+            # 5 % of batches are first sent with a timeout too short to see the answer,
+            # like a game server giving up on a slow request: the batch is then retried.
+            hurry = rng.random() < 0.05
+            ids = _send_until_answered(client, body, tally, stop, hurry=hurry)
             if ids is not None and rng.random() < 0.1:
                 resend.append((time.monotonic() + rng.uniform(0, 3), body, ids))
             resend = _resend_due(client, resend, tally, stop)
@@ -173,7 +178,12 @@ def run_game_server(
 
 
 def _send_until_answered(
-    client: Any, body: dict[str, Any], tally: EventTally, stop: threading.Event
+    client: Any,
+    body: dict[str, Any],
+    tally: EventTally,
+    stop: threading.Event,
+    *,
+    hurry: bool = False,
 ) -> dict[str, int] | None:
     """POST the batch, again with the same keys after an error or a 5xx, until a 202;
     key -> event_id (also recorded as accepted), or None if it was refused."""
@@ -182,7 +192,11 @@ def _send_until_answered(
     first = True
     while True:
         try:
-            r = client.post("/events", json=body)
+            if first and hurry:
+                tally.hurried += 1
+                r = client.post("/events", json=body, timeout=0.005)
+            else:
+                r = client.post("/events", json=body)
             status = str(r.status_code)
         except httpx.HTTPError as exc:
             r, status = None, type(exc).__name__
@@ -191,7 +205,10 @@ def _send_until_answered(
             tally.batches += first
             tally.retried_batches += not first
         if r is not None and r.status_code == 202:
-            ids = {x["idempotency_key"]: x["event_id"] for x in r.json()["results"]}
+            results = r.json()["results"]
+            ids = {x["idempotency_key"]: x["event_id"] for x in results}
+            if not first:  # what a retry after no answer found already stored
+                tally.retry_duplicates += sum(x["status"] == "duplicate" for x in results)
             with tally.lock:
                 for e in body["events"]:
                     tally.accepted[(e["user_id"], e["idempotency_key"])] = ids[e["idempotency_key"]]

@@ -244,6 +244,7 @@ def run_under_faults(
         http_statuses=dict(tally.statuses),
         event_statuses=dict(events.statuses),
         event_batches=f"{events.batches} / {events.retried_batches} / {events.resent_batches}",
+        event_timeouts=f"{events.hurried} / {events.retry_duplicates}",
         claim_statuses=dict(tally.claim_statuses),
         claims_ok=sum(tally.claims_ok.values()),
         load_seconds=round(load_seconds, 1),
@@ -401,6 +402,7 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("events answered 202 / stored", f"{f.get('events_accepted')} / "
          f"{f.get('events_stored')}"),
         ("event batches / retried / resent", f.get("event_batches")),
+        ("batches timed out / retry duplicates", f.get("event_timeouts")),
         ("events LOST / TWICE / OVER CAP", f"{f.get('events_lost')} / "
          f"{f.get('events_twice')} / {f.get('events_over_cap')}"),
         ("event quest states off the fold", f.get("events_wrong_state")),
