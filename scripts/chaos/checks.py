@@ -20,9 +20,15 @@ class Verdict:
 
 
 def verify(
-    engine: Any, players: list[Player], quests: dict[int, dict[str, Any]], tally: Tally
+    engine: Any,
+    players: list[Player],
+    quests: dict[int, dict[str, Any]],
+    tally: Tally,
+    extra_wallet: dict[int, collections.Counter[str]] | None = None,
 ) -> Verdict:
-    """Every user's state against the rules, from the database alone."""
+    """Every user's state against the rules, from the database alone. The wallet must hold
+    the claimed sign-in rewards plus `extra_wallet` (what other quests earned, computed
+    independently: the gameplay events' verdict)."""
     from sqlalchemy import text
 
     v = Verdict()
@@ -42,7 +48,7 @@ def verify(
             for sid, qid, n in conn.execute(
                 text(
                     "SELECT data->>'sign_in_id', quest_id, count(*) FROM events "
-                    "WHERE type = 'quest_progress' GROUP BY 1, 2"
+                    "WHERE type = 'quest_progress' AND data ? 'sign_in_id' GROUP BY 1, 2"
                 )
             )
         }
@@ -58,16 +64,11 @@ def verify(
                 )
             )
         }
-        rewards: dict[tuple[int, int], list[tuple[int, str, str, int]]] = collections.defaultdict(
-            list
-        )
-        for u, q, no, status, item, qty in conn.execute(
-            text(
-                "SELECT user_id, quest_id, completion_no, status, reward_item, reward_qty "
-                "FROM user_rewards"
-            )
+        rewards: dict[tuple[int, int], list[tuple[int, str, Any]]] = collections.defaultdict(list)
+        for u, q, no, status, items in conn.execute(
+            text("SELECT user_id, quest_id, completion_no, status, items FROM user_rewards")
         ):
-            rewards[(u, q)].append((no, status, item, qty))
+            rewards[(u, q)].append((no, status, items))
         wallets: dict[int, dict[str, int]] = collections.defaultdict(dict)
         for u, item, balance in conn.execute(text("SELECT user_id, item, balance FROM wallets")):
             wallets[u][item] = int(balance)
@@ -80,7 +81,7 @@ def verify(
         ).one()
 
     counter_quest = min(q for q, spec in quests.items() if spec["duplication"] >= 10**6)
-    lost = double = over = capped = uncapped = 0
+    lost = double = over = capped = uncapped = wallet_mismatches = 0
     answered_total = stored_total = 0
     for user_id, player in by_id.items():
         events = stored.get(user_id, [])
@@ -98,7 +99,7 @@ def verify(
         v.check(not unapplied, f"user {user_id}: {len(unapplied)} answered sign-ins never applied")
         v.check(not twice, f"user {user_id}: {len(twice)} sign-ins applied more than once")
         n = len(processed_ids)
-        wallet = {"gold": 0, "diamond": 0}
+        wallet: collections.Counter[str] = collections.Counter((extra_wallet or {}).get(user_id))
         for quest_id, spec in quests.items():
             streak, dup = spec["streak"], spec["duplication"]
             completions = min(dup, n // streak)
@@ -136,16 +137,18 @@ def verify(
                     f"user {user_id} quest {quest_id}: {len(claimed)} rewards claimed, "
                     f"clients saw {ok} claims succeed ({unknown} unanswered)",
                 )
-            for _, _, item, qty in claimed:
-                wallet[item] += qty
-        held = wallets.get(user_id, {})
-        got_wallet = (held.get("gold", 0), held.get("diamond", 0))
-        want_wallet = (wallet["gold"], wallet["diamond"])
+            for _, _, items in claimed:
+                for line in items:
+                    wallet[line["item"]] += line["qty"]
+        got_wallet = {k: n for k, n in sorted(wallets.get(user_id, {}).items()) if n}
+        want_wallet = {k: n for k, n in sorted(wallet.items()) if n}
         if got_wallet != want_wallet:
             over += 1
+            wallet_mismatches += 1
         v.check(
             got_wallet == want_wallet,
-            f"user {user_id}: wallet {got_wallet}, claimed rewards sum to {want_wallet}",
+            f"user {user_id}: wallet {got_wallet}, claimed and auto-claimed rewards sum to "
+            f"{want_wallet}",
         )
     v.check(pending == 0, f"{pending} sign-ins still pending")
     v.check(dead == 0, f"{dead} sign-ins dead-lettered")
@@ -158,6 +161,7 @@ def verify(
         lost=lost,
         double_applied=double,
         over_granted=over,
+        wallet_mismatches=wallet_mismatches,
         pending=pending,
         dead=dead,
         capped_pairs=capped,

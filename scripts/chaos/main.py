@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,14 @@ import harness
 from . import __doc__ as ABOUT
 from . import log
 from .checks import Verdict, verify
+from .events import (
+    EventTally,
+    event_targets,
+    run_game_server,
+    setup_event_quests,
+    setup_zones,
+)
+from .expect import verify_events
 from .load import (
     PASSWORD,
     Player,
@@ -41,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--users", type=int, help="default 100 (control: 40)")
     parser.add_argument("--sign-ins", type=int, help="default 10000 (control: 3000)")
     parser.add_argument(
+        "--events", type=int, help="gameplay events to send (default 5000, control 1500)"
+    )
+    parser.add_argument(
         "--duration", type=float, help="target load time, s (default 60, control 40)"
     )
     parser.add_argument("--negative-control", action="store_true", help="disable the safeguards")
@@ -62,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, full, light in [
         ("users", 100, 40),
         ("sign_ins", 10_000, 3_000),
+        ("events", 5_000, 1_500),
         ("duration", 60.0, 40.0),
         ("drain_timeout", 150.0, 40.0),
     ]:
@@ -87,6 +100,7 @@ def run_environment(
         "QUESTLINE_LOGIN_MAX_FAILURES_PER_CLIENT": "1000000",
         "QUESTLINE_SIGNUPS_PER_CLIENT_PER_HOUR": "1000000",
         "QUESTLINE_SIGN_INS_PER_USER_PER_MINUTE": "1000000",
+        "QUESTLINE_EVENTS_PER_USER_PER_MINUTE": "1000000",
         # Password hashing is not under test here; keep its CPU for the faults.
         "QUESTLINE_ARGON2_MEMORY_KIB": "1024",
         "QUESTLINE_ARGON2_TIME_COST": "1",
@@ -170,15 +184,20 @@ def run_under_faults(
 
     quests = setup_catalog(url)
     players = setup_players(url, args.users, args.sign_ins)
+    event_quests, api_key = setup_event_quests(url)
+    setup_zones(url, players)
+    targets = event_targets(players, args.events)
     log(
-        f"{len(players)} players, {sum(p.target for p in players)} sign-ins planned, "
-        f"{len(quests)} quests, dispatch={args.dispatch}"
+        f"{len(players)} players, {sum(p.target for p in players)} sign-ins and "
+        f"{sum(targets.values())} gameplay events planned, {len(quests)} sign-in quests, "
+        f"{len(event_quests)} event quests, dispatch={args.dispatch}"
         + (", NEGATIVE CONTROL" if args.negative_control else "")
     )
 
-    tally, faults = Tally(), Faults()
+    tally, faults, events = Tally(), Faults(), EventTally()
     t0 = time.monotonic()
-    apply_load(args, url, players, slots, redis_server, tally, faults, verdict, t0)
+    game = GameLoad(api_key, targets, events)
+    apply_load(args, url, players, slots, redis_server, tally, faults, verdict, t0, game)
     load_seconds = time.monotonic() - t0
     left_unacked = redis_server.client().hlen("unacked")
     log(f"load done in {load_seconds:.0f} s; waiting for the queue and outbox to drain", t0)
@@ -187,9 +206,11 @@ def run_under_faults(
     drain_seconds = wait_for_drain(engine, redis_server, args.drain_timeout, verdict, t0)
     log("drained" if drain_seconds is not None else "did not drain", t0)
 
-    checked = verify(engine, players, quests, tally)
-    verdict.failures += checked.failures
-    verdict.figures.update(checked.figures)
+    by_events, wallets = verify_events(engine, event_quests, events, [p.user_id for p in players])
+    checked = verify(engine, players, quests, tally, wallets)
+    for part in (checked, by_events):
+        verdict.failures += part.failures
+        verdict.figures.update(part.figures)
     sweeper_applied = sum(
         int(n) for s in slots for n in re.findall(r"sweeper applied (\d+) stale", s.output())
     )
@@ -221,6 +242,9 @@ def run_under_faults(
         ),
         outage_failures=outage_failures,
         http_statuses=dict(tally.statuses),
+        event_statuses=dict(events.statuses),
+        event_batches=f"{events.batches} / {events.retried_batches} / {events.resent_batches}",
+        event_timeouts=f"{events.hurried} / {events.retry_duplicates}",
         claim_statuses=dict(tally.claim_statuses),
         claims_ok=sum(tally.claims_ok.values()),
         load_seconds=round(load_seconds, 1),
@@ -238,9 +262,11 @@ def apply_load(
     faults: Faults,
     verdict: Verdict,
     t0: float,
+    game: GameLoad,
 ) -> None:
-    """Players in 12 groups, the re-publisher, the claimers and the nemesis, until every
-    player reached their target and the scheduled faults are over."""
+    """Players in 12 groups, 4 game servers sending their events, the re-publisher, the
+    claimers and the nemesis, until every player reached their targets and the scheduled
+    faults are over."""
     stop_load, stop_side = threading.Event(), threading.Event()
     groups = 12
     loaders = [
@@ -258,6 +284,16 @@ def apply_load(
         )
         for g in range(groups)
     ]
+    servers = 4
+    loaders += [
+        threading.Thread(
+            target=run_game_server,
+            args=(url, game.api_key, players[g::servers], game.targets, game.tally,
+                  args.events / servers / args.duration, g, stop_load),
+            daemon=True,
+        )
+        for g in range(servers)
+    ]  # fmt: skip
     side = [
         threading.Thread(target=run_republisher, args=(tally, stop_side), daemon=True),
         threading.Thread(
@@ -284,7 +320,8 @@ def apply_load(
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             done = sum(len(p.answered) for p in players)
-            log(f"{done} sign-ins answered, statuses {dict(tally.statuses)}", t0)
+            log(f"{done} sign-ins answered, statuses {dict(tally.statuses)}; "
+                f"{len(game.tally.accepted)} events accepted", t0)  # fmt: skip
         if time.monotonic() - t0 > args.duration * 4 + 120:
             stop_load.set()
             verdict.failures.append("load did not finish in time")
@@ -293,6 +330,15 @@ def apply_load(
     stop_side.set()
     for t in side:
         t.join(60)
+
+
+@dataclass
+class GameLoad:
+    """What the game servers need: the API key, events per player, and their tally."""
+
+    api_key: str
+    targets: dict[int, int]
+    tally: EventTally
 
 
 def wait_for_drain(
@@ -309,12 +355,15 @@ def wait_for_drain(
         nonlocal last_report
         with engine.connect() as conn:
             pending = conn.execute(
-                text("SELECT count(*) FROM events WHERE type = 'sign_in' AND processed_at IS NULL")
+                text(
+                    "SELECT count(*) FROM events WHERE occurred_at IS NOT NULL "
+                    "AND processed_at IS NULL AND dead_at IS NULL"
+                )
             ).scalar_one()
         left = (pending, broker.llen("sign_ins"), broker.hlen("unacked"))
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
-            log(f"pending sign-ins {left[0]}, queued messages {left[1]}, unacked {left[2]}", t0)
+            log(f"pending inputs {left[0]}, queued messages {left[1]}, unacked {left[2]}", t0)
         return left == (0, 0, 0)
 
     start = time.monotonic()
@@ -350,6 +399,16 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("(user, quest) capped / not capped", f"{f.get('capped_pairs')} / "
          f"{f.get('uncapped_pairs')}"),
         ("claims succeeded", f.get("claims_ok")),
+        ("events answered 202 / stored", f"{f.get('events_accepted')} / "
+         f"{f.get('events_stored')}"),
+        ("event batches / retried / resent", f.get("event_batches")),
+        ("batches timed out / retry duplicates", f.get("event_timeouts")),
+        ("events LOST / TWICE / OVER CAP", f"{f.get('events_lost')} / "
+         f"{f.get('events_twice')} / {f.get('events_over_cap')}"),
+        ("event quest states off the fold", f.get("events_wrong_state")),
+        ("capped remainders (arrival order)", f.get("events_order_dependent")),
+        ("events pending / dead", f"{f.get('events_pending')} / {f.get('events_dead')}"),
+        ("WALLET MISMATCHES", f.get("wallet_mismatches")),
         ("LOST", f.get("lost")),
         ("DOUBLE-APPLIED", f.get("double_applied")),
         ("OVER-GRANTED", f.get("over_granted")),
@@ -364,6 +423,7 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         print(f"{name:<{width}}  {value}")
     print(f"{'http statuses':<{width}}  {f.get('http_statuses')}")
     print(f"{'claim statuses':<{width}}  {f.get('claim_statuses')}")
+    print(f"{'event statuses':<{width}}  {f.get('event_statuses')}")
     print("=" * (width + 24))
     if verdict.failures:
         print(f"FAILED: {len(verdict.failures)} check(s)")
