@@ -127,7 +127,7 @@ class Run:
 
     def ingestion(self) -> None:
         n_batches = 400 if self.quick else 2000
-        connections = 2 * self.b.processes
+        connections = 4 * self.b.processes  # as (e); fewer left one uvicorn process idle
         r = measure_ingestion(self.b, n_batches, connections)
         ratio = r["http"] / r["raw"]
         say(
