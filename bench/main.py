@@ -12,6 +12,7 @@ from typing import Any
 
 import harness
 from bench import __doc__ as ABOUT
+from bench.gameplay import QUESTS, measure_gameplay_drain, measure_ingestion
 from bench.measure import (
     EndToEnd,
     measure_backlog,
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"where to create the {DATABASE} database ($QUESTLINE_BENCH_DB_NAME names another)",
     )
     parser.add_argument("--redis-url", help="a Redis db to use (it is flushed)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,e")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,e,f,g")
     parser.add_argument("--plot", type=Path, default=harness.ROOT / "docs" / "performance.png")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -119,6 +120,56 @@ class Run:
             self.end_to_end()
         if "e" not in self.skip:
             self.api_paths()
+        if "f" not in self.skip:
+            self.ingestion()
+        if "g" not in self.skip:
+            self.gameplay()
+
+    def ingestion(self) -> None:
+        n_batches = 400 if self.quick else 2000
+        connections = 4 * self.b.processes  # as (e); fewer left one uvicorn process idle
+        r = measure_ingestion(self.b, n_batches, connections)
+        ratio = r["http"] / r["raw"]
+        say(
+            f"(f) ingestion, POST /events batches of 100, {self.b.processes} API proc, "
+            f"{connections} clients: {r['http']:,.0f} events/s vs raw psycopg2 multi-row "
+            f"INSERT + COMMIT per batch, {self.b.processes} proc: {r['raw']:,.0f} events/s "
+            f"(faster of {r['raw_runs'][0]:,.0f} before and {r['raw_runs'][1]:,.0f} after) "
+            f"= {ratio:.2f} (target >= 0.5), "
+            f"{'exact' if not r['problem'] else 'NOT EXACT: ' + r['problem']}"
+        )
+        if r["problem"]:
+            self.failures.append(f"ingestion: {r['problem']}")
+        self.rows.append(("(f) ingestion, POST /events, batches of 100", r["http"], "events/s"))
+        self.rows.append(("(f) ingestion, raw multi-row INSERT per batch", r["raw"], "events/s"))
+        self.results["ingestion"] = {**r, "ratio": ratio}
+
+    def gameplay(self) -> None:
+        w = self.b.processes
+        r = measure_gameplay_drain(self.b, self.events, w)
+        to_sign_ins = r["gameplay"] / r["sign_ins"]
+        to_ceiling = r["gameplay"] / self.ceiling
+        say(
+            f"(g) backlog drain, {w} processes, {r['events']:,} inputs: gameplay events with "
+            f"{len(QUESTS)} quests {r['gameplay']:,.0f}/s "
+            f"({r['history_per_event']:.1f} history rows per event) vs sign-ins with the seed "
+            f"quest {r['sign_ins']:,.0f}/s = {to_sign_ins:.2f} (target >= 0.5); "
+            f"/ ceiling {to_ceiling:.2f}; "
+            f"{'exact' if not r['problem'] else 'NOT EXACT: ' + r['problem']}"
+        )
+        if r["problem"]:
+            self.failures.append(f"gameplay drain: {r['problem']}")
+        self.rows.append(
+            (f"(g) backlog drain, sign-ins, seed quest, {w} proc", r["sign_ins"], "inputs/s")
+        )
+        self.rows.append(
+            (
+                f"(g) backlog drain, gameplay, {len(QUESTS)} quests, {w} proc",
+                r["gameplay"],
+                "inputs/s",
+            )
+        )
+        self.results["gameplay"] = {**r, "to_sign_ins": to_sign_ins, "to_ceiling": to_ceiling}
 
     def backlog(self) -> None:
         b, events, failures, rows = self.b, self.events, self.failures, self.rows

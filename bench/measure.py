@@ -57,7 +57,7 @@ def rate_across_processes(
     procs = [ctx.Process(target=loop, args=(*args, seconds, out)) for _ in range(processes)]
     for p in procs:
         p.start()
-    total = sum(out.get(timeout=seconds + 60) for _ in procs)
+    total = int(sum(out.get(timeout=seconds + 60) for _ in procs))
     for p in procs:
         p.join()
     return total / seconds

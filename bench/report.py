@@ -66,7 +66,8 @@ def print_table(
         f"| (b) Celery floor: no-op tasks | {floor:,.0f} tasks/s | {floor / ceiling:.2f} | 1.00 |"
     )
     for name, value, unit in rows:
-        print(f"| (c) {name} | {value:,.0f} {unit} | {value / ceiling:.2f} | {value / floor:.2f} |")
+        label = name if name.startswith("(") else f"(c) {name}"
+        print(f"| {label} | {value:,.0f} {unit} | {value / ceiling:.2f} | {value / floor:.2f} |")
     for r in e2e:
         print(
             f"| (d) end to end, {r.mode}, {r.workers} worker proc, offered {r.offered:,.0f}/s "
