@@ -104,3 +104,16 @@ def test_kept_errors_commit_their_changes_and_others_roll_back() -> None:
         db.run_in_transaction(work)  # not kept: rolled back
     with db.transaction() as session:
         assert gold(session, a) == 1
+
+
+def test_a_missing_table_is_not_transient_but_a_busy_file_is() -> None:
+    # An unmigrated SQLite file raises OperationalError for a missing table: retrying
+    # never cures it (a worker must dead-letter, the API must say `db upgrade`).
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    missing = OperationalError("SELECT 1", {}, sqlite3.OperationalError("no such table: users"))
+    busy = OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))
+    assert not db.is_transient(missing)
+    assert db.is_transient(busy)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,8 +105,29 @@ def transaction() -> Iterator[Session]:
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "57P01", "57P02", "57P03", "08000", "08003", "08006"}
 
 
+# Undefined table, undefined column: what a query on a schema without a migration meets.
+_MISSING_SQLSTATES = {"42P01", "42703"}
+_SQLITE_MISSING = ("no such table", "no such column", "has no column named")
+
+
+def is_missing_schema_error(exc: BaseException) -> bool:
+    """True for a database error that names a table or column the schema lacks."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "pgcode", None) in _MISSING_SQLSTATES:
+        return True
+    if isinstance(exc.orig, sqlite3.OperationalError):
+        message = str(exc.orig)
+        return any(part in message for part in _SQLITE_MISSING)
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for database errors that a retry of the whole transaction can cure."""
+    """True for database errors that a retry of the whole transaction can cure. A
+    missing table or column (an unmigrated SQLite file raises OperationalError for
+    it) is not: `questline db upgrade` cures it."""
+    if is_missing_schema_error(exc):
+        return False
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True

@@ -3,7 +3,6 @@ compared with the newest migration this code ships."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,10 +14,10 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 import migrations
 from questline.config import get_settings
+from questline.infra.db import is_missing_schema_error
 
 UPGRADE_HINT = "run `questline db upgrade`"
 
@@ -123,18 +122,4 @@ def check_schema() -> SchemaState:
         return schema_state(connection)
 
 
-# Undefined table, undefined column: what a query on a schema without a migration meets.
-_MISSING_SQLSTATES = {"42P01", "42703"}
-_SQLITE_MISSING = ("no such table", "no such column", "has no column named")
-
-
-def is_missing_schema_error(exc: BaseException) -> bool:
-    """True for a database error that names a table or column the schema lacks."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    if getattr(exc.orig, "pgcode", None) in _MISSING_SQLSTATES:
-        return True
-    if isinstance(exc.orig, sqlite3.OperationalError):
-        message = str(exc.orig)
-        return any(part in message for part in _SQLITE_MISSING)
-    return False
+__all__ = ["is_missing_schema_error"]
