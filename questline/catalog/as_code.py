@@ -46,26 +46,7 @@ from questline.errors import DomainError, Invalid, QuestInvalid
 QUEST_ENTRY_FIELDS = service.DEFINITION_FIELDS | {"description", "active", "reward"}
 REWARD_ENTRY_FIELDS = frozenset({"items"})
 # The order fields are written in (an export reads like a quest designer's file).
-EXPORT_ORDER = (
-    "description",
-    "active",
-    "reward",
-    "auto_claim",
-    "target",
-    "duplication",
-    "trigger",
-    "measure",
-    "period",
-    "reset_at",
-    "week_starts_on",
-    "timezone",
-    "max_per_period",
-    "grace_periods",
-    "requires",
-    "starts_at",
-    "ends_at",
-    "claim_within_seconds",
-)
+EXPORT_ORDER = ("description", "active", "reward", *service.DEFINITION_ORDER)
 
 
 class Format(StrEnum):

@@ -39,27 +39,26 @@ from questline.quests import repository as quests_repository
 from questline.quests.history import reward_claimed_entry
 from questline.wallet import repository as wallet
 
-# The fields of a quest the engine reads (API.md "Quests, general form", v1's included).
-DEFINITION_FIELDS = frozenset(
-    {
-        "auto_claim",
-        "target",
-        "streak",
-        "duplication",
-        "trigger",
-        "measure",
-        "period",
-        "reset_at",
-        "week_starts_on",
-        "timezone",
-        "max_per_period",
-        "grace_periods",
-        "requires",
-        "starts_at",
-        "ends_at",
-        "claim_within_seconds",
-    }
+# The fields of a quest the engine reads (API.md "Quests, general form"), in the order a
+# quest designer writes them; v1's `streak` is another name for `target`.
+DEFINITION_ORDER = (
+    "auto_claim",
+    "target",
+    "duplication",
+    "trigger",
+    "measure",
+    "period",
+    "reset_at",
+    "week_starts_on",
+    "timezone",
+    "max_per_period",
+    "grace_periods",
+    "requires",
+    "starts_at",
+    "ends_at",
+    "claim_within_seconds",
 )
+DEFINITION_FIELDS = frozenset({*DEFINITION_ORDER, "streak"})
 # The fields of a quest beside its definition.
 _QUEST_COLUMNS = frozenset({"name", "description", "active", "reward_id"})
 NAME_MAX = 100
