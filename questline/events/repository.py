@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Event, User
+from models.events import WITH_IDEMPOTENCY_KEY
 
 # (user_id, idempotency_key): what makes a gameplay event unique.
 EventKey = tuple[int, str]
@@ -40,7 +41,9 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
         return {}
     stmt = (
         _insert(session)
-        .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
+        .on_conflict_do_nothing(
+            index_elements=["user_id", "idempotency_key"], index_where=WITH_IDEMPOTENCY_KEY
+        )
         .returning(Event.event_id, Event.user_id, Event.idempotency_key)
     )
     # Through the connection, not the ORM's bulk insert path: same statement, a third
