@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Table, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Row, Table, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,7 @@ from models import (
     UserQuestProgress,
     UserReward,
 )
+from questline.infra import bulk
 
 
 def _table(model: type[Base]) -> Table:
@@ -164,10 +165,9 @@ def lock_lifetime(
     ordered = sorted(set(pairs))
     if not ordered:
         return {}
-    # Parameters as a list (executemany) rather than one literal multi-row VALUES:
-    # the statement compiles once and is cached, instead of once per batch.
-    session.execute(
-        _insert(session, UserQuestProgress).on_conflict_do_nothing(),
+    bulk.insert_rows(
+        session,
+        _table(UserQuestProgress),
         [
             {
                 "user_id": u,
@@ -180,6 +180,7 @@ def lock_lifetime(
             }
             for u, q in ordered
         ],
+        conflict=("user_id", "quest_id"),
     )
     rows = session.execute(
         select(*_LIFETIME)
@@ -208,9 +209,8 @@ def read_lifetime(
 
 
 def save_lifetime(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Write lifetime rows by primary key (user_id, quest_id), one executemany."""
-    if rows:
-        session.execute(update(UserQuestProgress), list(rows))
+    """Write lifetime rows by primary key (user_id, quest_id), one statement."""
+    bulk.update_rows(session, _table(UserQuestProgress), ("user_id", "quest_id"), rows)
 
 
 def read_periods(
@@ -242,19 +242,18 @@ def periods_of(
 
 def save_periods(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert or overwrite period rows (user_id, quest_id, period_key, progress,
-    completions, updated_at), one executemany."""
-    if not rows:
-        return
-    stmt = _insert(session, QuestPeriodProgress)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "quest_id", "period_key"],
-        set_={
-            "progress": stmt.excluded.progress,
-            "completions": stmt.excluded.completions,
-            "updated_at": stmt.excluded.updated_at,
+    completions, updated_at), one statement."""
+    bulk.insert_rows(
+        session,
+        _table(QuestPeriodProgress),
+        rows,
+        conflict=("user_id", "quest_id", "period_key"),
+        set_on_conflict={
+            "progress": "excluded.progress",
+            "completions": "excluded.completions",
+            "updated_at": "excluded.updated_at",
         },
     )
-    session.execute(stmt, list(rows))
 
 
 def delete_periods(session: Session, user_id: int, quest_id: int) -> None:
@@ -362,22 +361,20 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
 
 
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (one executemany)."""
-    if rows:
-        # The table, not the entity: the ORM's bulk path adds nothing here but time.
-        session.execute(insert(_table(Event)), rows)
+    """Append history entries (one statement)."""
+    bulk.insert_rows(session, _table(Event), rows)
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert earned rewards (one executemany); their user_reward_ids, in the rows' order."""
-    if not rows:
-        return []
-    table = _table(UserReward)
-    inserted = session.execute(
-        insert(table).returning(table.c.user_reward_id, sort_by_parameter_order=True),
-        list(rows),
+    """Insert earned rewards (one statement); their user_reward_ids, in the rows' order."""
+    returned = bulk.insert_rows(
+        session,
+        _table(UserReward),
+        rows,
+        returning=("user_id", "quest_id", "completion_no", "user_reward_id"),
     )
-    return [int(row[0]) for row in inserted]
+    ids = {(int(u), int(q), int(n)): int(rid) for u, q, n, rid in returned}
+    return [ids[(r["user_id"], r["quest_id"], r["completion_no"])] for r in rows]
 
 
 # --- idempotency keys -------------------------------------------------------

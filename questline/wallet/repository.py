@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import LedgerEntry, WalletBalance
+from questline.infra import bulk
 
 # Always shown, so v1 clients find their two fields.
 V1_ITEMS = ("gold", "diamond")
+
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_WALLETS = cast(Table, WalletBalance.__table__)
 
 
 @dataclass(frozen=True)
@@ -42,26 +46,24 @@ def credit(session: Session, credits: Iterable[Credit], *, now: datetime) -> lis
     wanted = sorted(credits, key=lambda c: (c.user_id, c.item, c.source))
     if not wanted:
         return []
-    inserted = {
-        (row.source, row.item)
-        for row in session.execute(
-            _insert(session, LedgerEntry)
-            .values(
-                [
-                    {
-                        "user_id": c.user_id,
-                        "item": c.item,
-                        "qty": c.qty,
-                        "source": c.source,
-                        "created_at": now,
-                    }
-                    for c in wanted
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["source", "item"])
-            .returning(LedgerEntry.source, LedgerEntry.item)
+    inserted = set(
+        bulk.insert_rows(
+            session,
+            _LEDGER,
+            [
+                {
+                    "user_id": c.user_id,
+                    "item": c.item,
+                    "qty": c.qty,
+                    "source": c.source,
+                    "created_at": now,
+                }
+                for c in wanted
+            ],
+            conflict=("source", "item"),
+            returning=("source", "item"),
         )
-    }
+    )
     applied = [c for c in wanted if (c.source, c.item) in inserted]
     totals: dict[tuple[int, str], int] = {}
     for c in applied:
@@ -69,17 +71,15 @@ def credit(session: Session, credits: Iterable[Credit], *, now: datetime) -> lis
     if totals:
         # One statement for every wallet row; its VALUES go in (user_id, item) order, the
         # order the rows are locked in.
-        stmt = _insert(session, WalletBalance).values(
+        bulk.insert_rows(
+            session,
+            _WALLETS,
             [
                 {"user_id": user_id, "item": item, "balance": qty}
                 for (user_id, item), qty in sorted(totals.items())
-            ]
-        )
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["user_id", "item"],
-                set_={"balance": WalletBalance.balance + stmt.excluded.balance},
-            )
+            ],
+            conflict=("user_id", "item"),
+            set_on_conflict={"balance": "wallets.balance + excluded.balance"},
         )
     return applied
 
