@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Row, Table, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -44,8 +44,27 @@ def _insert(session: Session, table: Any) -> Any:
 InputRow = Row[
     int, int, str, datetime | None, str | None, Decimal | None, dict[str, Any] | None, datetime
 ]
-LifetimeRow = Row[int, int, int, int, list[int], int]
-PeriodRow = Row[int, int, str, Decimal, int]
+
+
+class LifetimeRow(NamedTuple):
+    user_id: int
+    quest_id: int
+    completions: int
+    best_streak: int
+    streak_periods: list[int]
+    streak_completions: int
+
+
+class PeriodRow(NamedTuple):
+    user_id: int
+    quest_id: int
+    period_key: str
+    progress: Decimal
+    completions: int
+
+
+_LIFETIME_COLUMNS = LifetimeRow._fields
+_PERIOD_COLUMNS = PeriodRow._fields
 
 # An input waiting to be applied; ix_events_pending_inputs covers the first two.
 _PENDING = (Event.occurred_at.is_not(None), Event.processed_at.is_(None))
@@ -182,13 +201,15 @@ def lock_lifetime(
         ],
         conflict=("user_id", "quest_id"),
     )
-    rows = session.execute(
-        select(*_LIFETIME)
-        .where(tuple_(UserQuestProgress.user_id, UserQuestProgress.quest_id).in_(ordered))
-        .order_by(UserQuestProgress.user_id, UserQuestProgress.quest_id)
-        .with_for_update()
-    ).all()
-    return {(r.user_id, r.quest_id): r for r in rows}
+    rows = bulk.select_rows(
+        session,
+        _table(UserQuestProgress),
+        ("user_id", "quest_id"),
+        ordered,
+        _LIFETIME_COLUMNS,
+        for_update=True,
+    )
+    return {(r[0], r[1]): LifetimeRow(*r) for r in rows}
 
 
 def read_lifetime(
@@ -205,7 +226,7 @@ def read_lifetime(
     )
     if for_share and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(read=True)
-    return {(r.user_id, r.quest_id): r for r in session.execute(stmt)}
+    return {(r.user_id, r.quest_id): LifetimeRow(*r) for r in session.execute(stmt)}
 
 
 def save_lifetime(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -219,13 +240,14 @@ def read_periods(
     """Period rows (progress, completions) of these (user_id, quest_id, period_key)."""
     if not keys:
         return {}
-    p = QuestPeriodProgress
-    rows = session.execute(
-        select(p.user_id, p.quest_id, p.period_key, p.progress, p.completions).where(
-            tuple_(p.user_id, p.quest_id, p.period_key).in_(sorted(keys))
-        )
-    ).all()
-    return {(r.user_id, r.quest_id, r.period_key): r for r in rows}
+    rows = bulk.select_rows(
+        session,
+        _table(QuestPeriodProgress),
+        ("user_id", "quest_id", "period_key"),
+        keys,
+        _PERIOD_COLUMNS,
+    )
+    return {(r[0], r[1], r[2]): PeriodRow(*r) for r in rows}
 
 
 def periods_of(
@@ -233,11 +255,12 @@ def periods_of(
 ) -> Sequence[PeriodRow]:
     """Every period row of one user on these quests."""
     p = QuestPeriodProgress
-    return session.execute(
+    rows = session.execute(
         select(p.user_id, p.quest_id, p.period_key, p.progress, p.completions)
         .where(p.user_id == user_id, p.quest_id.in_(list(quest_ids)))
         .order_by(p.quest_id, p.period_key)
-    ).all()
+    )
+    return [PeriodRow(*r) for r in rows]
 
 
 def save_periods(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -362,7 +385,7 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
 
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Append history entries (one statement)."""
-    bulk.insert_rows(session, _table(Event), rows)
+    bulk.append_rows(session, _table(Event), rows)
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -138,9 +138,15 @@ def apply_inputs(
             if period != before.get(user, {}).get(quest_id, NEW_QUEST).periods.get(key)
         ],
     )
+    # Most events move only a period's progress: the lifetime row (locked above) is
+    # rewritten only when its own fields changed.
     repository.save_lifetime(
         session,
-        [lifetime_values(user, quest_id, state, now=now) for user, quest_id, state in changed],
+        [
+            lifetime_values(user, quest_id, state, now=now)
+            for user, quest_id, state in changed
+            if _lifetime_of(state) != _lifetime_of(before.get(user, {}).get(quest_id, NEW_QUEST))
+        ],
     )
     applied.rewards_earned, applied.history_events = record(session, happened, now=now)
     repository.mark_processed(session, [e.event_id for e in events], now=now)
@@ -230,6 +236,16 @@ def quest_state(lifetime: LifetimeRow | None, periods: Mapping[str, PeriodState]
         streak_periods=tuple(sorted(lifetime.streak_periods or ())),
         streak_completions=lifetime.streak_completions,
         periods=dict(periods),
+    )
+
+
+def _lifetime_of(state: QuestState) -> tuple[object, ...]:
+    """The part of a quest state its lifetime row holds."""
+    return (
+        state.completions,
+        state.best_streak,
+        state.streak_periods,
+        state.streak_completions,
     )
 
 
