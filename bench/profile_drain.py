@@ -37,6 +37,15 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=4000)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="no profile: drain sign-ins (seed quest) and gameplay events (20 quests) in "
+        "turns, ROUNDS times each, and print wall time and CPU (this process and its "
+        "PostgreSQL backend) per input",
+    )
     args = parser.parse_args()
     database_url = harness.recreate_database(
         "postgresql+psycopg2://postgres@127.0.0.1:5432", DATABASE
@@ -51,6 +60,8 @@ def main() -> int:
 
     migrate.upgrade(database_url)
     b = Bench(database_url, args.redis_url, data_dir, 1, True)
+    if args.compare:
+        return compare(b, args.events, args.compare)
     b.sql("UPDATE quests SET active = false WHERE quest_id = 1")
     b.reset()
     defs = create_quests(b)
@@ -88,6 +99,69 @@ def main() -> int:
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(args.top)
     return 1 if problem else 0
+
+
+def compare(b: Bench, events: int, rounds: int) -> int:
+    """Sign-in and gameplay drains in turns, in this process: wall time and CPU per input.
+
+    CPU is this process's and its PostgreSQL backend's (from /proc), so other load on the
+    machine moves the wall-clock figures much more than the CPU ones."""
+    from sqlalchemy import text
+
+    from questline import outbox
+    from questline.infra import db
+
+    def backend_cpu() -> float:
+        with db.transaction() as s:
+            pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def run(kind: str) -> tuple[float, float, float]:
+        b.sql("UPDATE quests SET active = %s WHERE quest_id = 1", (kind == "sign-ins",))
+        b.sql(
+            "UPDATE quests SET active = %s WHERE quest_id = ANY(%s)",
+            (kind == "gameplay", [d.quest_id for d in defs]),
+        )
+        b.sql("UPDATE catalog_state SET version = version + 1")
+        b.reset()
+        if kind == "sign-ins":
+            b.make_users(max(1, events // 5))
+            b.insert_backlog(events, max(1, events // 5))
+        else:
+            b.make_users(events // 10)
+            insert_gameplay_backlog(b, events)
+        db.get_engine().dispose()
+        pg0, cpu0, t0 = backend_cpu(), time.process_time(), time.perf_counter()
+        outbox.drain()
+        wall, cpu, pg = time.perf_counter() - t0, time.process_time() - cpu0, backend_cpu() - pg0
+        problem = b.check_exact(events) if kind == "sign-ins" else check_against_fold(
+            b, defs, events
+        )
+        if problem or pending_inputs(b):
+            raise SystemExit(f"{kind}: {problem or 'inputs left pending'}")
+        return wall, cpu, pg
+
+    defs = create_quests(b)
+    figures: dict[str, list[tuple[float, float, float]]] = {"sign-ins": [], "gameplay": []}
+    for _ in range(rounds):
+        for kind in figures:
+            figures[kind].append(run(kind))
+    us = 1e6 / events
+    for kind, runs in figures.items():
+        for wall, cpu, pg in runs:
+            print(
+                f"{kind:9} wall {wall * us:6.0f} us/input  worker CPU {cpu * us:5.0f}  "
+                f"PostgreSQL CPU {pg * us:5.0f}  total CPU {(cpu + pg) * us:5.0f}"
+            )
+    best = {k: min(c + p for _, c, p in runs) for k, runs in figures.items()}
+    fastest = {k: min(w for w, _, _ in runs) for k, runs in figures.items()}
+    print(
+        f"gameplay / sign-ins, by total CPU per input (best of {rounds}): "
+        f"{best['sign-ins'] / best['gameplay']:.2f}; by wall time: "
+        f"{fastest['sign-ins'] / fastest['gameplay']:.2f}"
+    )
+    return 0
 
 
 if __name__ == "__main__":

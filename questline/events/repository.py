@@ -10,8 +10,11 @@ from sqlalchemy import Row, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from models import Event, User
+from models import Base, Event, User
 from models.events import WITH_IDEMPOTENCY_KEY
+from questline.infra import bulk
+
+_EVENTS = Base.metadata.tables["events"]
 
 # (user_id, idempotency_key): what makes a gameplay event unique.
 EventKey = tuple[int, str]
@@ -33,25 +36,19 @@ def zones_of(session: Session, user_ids: Collection[int]) -> dict[int, str]:
 def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKey, int]:
     """Insert the rows whose (user_id, idempotency_key) is new; their event ids by key.
 
-    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (SQLAlchemy sends the
-    parameter list as multi-row VALUES). A row whose key a concurrent transaction holds
+    One multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING (questline.infra.bulk: the
+    hottest statement of ingestion). A row whose key a concurrent transaction holds
     waits for it, then is skipped if that transaction commits.
     """
-    if not rows:
-        return {}
-    stmt = (
-        _insert(session)
-        .on_conflict_do_nothing(
-            index_elements=["user_id", "idempotency_key"], index_where=WITH_IDEMPOTENCY_KEY
-        )
-        .returning(Event.event_id, Event.user_id, Event.idempotency_key)
+    returned = bulk.insert_rows(
+        session,
+        _EVENTS,
+        rows,
+        conflict=("user_id", "idempotency_key"),
+        conflict_where=str(WITH_IDEMPOTENCY_KEY),
+        returning=("event_id", "user_id", "idempotency_key"),
     )
-    # Through the connection, not the ORM's bulk insert path: same statement, a third
-    # of the Python work per row (this is the hottest statement of ingestion).
-    return {
-        (int(user_id), str(key)): int(event_id)
-        for event_id, user_id, key in session.connection().execute(stmt, list(rows))
-    }
+    return {(int(user_id), str(key)): int(event_id) for event_id, user_id, key in returned}
 
 
 def ids_by_key(session: Session, keys: Collection[EventKey]) -> dict[EventKey, int]:
