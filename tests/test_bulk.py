@@ -22,7 +22,17 @@ PERIODS = Base.metadata.tables["user_quest_periods"]
 WALLETS = Base.metadata.tables["wallets"]
 
 # Strings that COPY's text format and SQL quoting must both carry intact.
-AWKWARD = ["tab\there", "new\nline", "back\\slash", 'quote"s', "it's", "\\N", "ünï cödé ✓", ""]
+AWKWARD = [
+    "100%s %d %% %(x)s",
+    "tab\there",
+    "new\nline",
+    "back\\slash",
+    'quote"s',
+    "it's",
+    "\\N",
+    "ünï cödé ✓",
+    "",
+]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -82,11 +92,11 @@ def test_insert_skips_conflicts_and_returns_what_it_inserted(any_session: Sessio
     first = bulk.insert_rows(
         any_session,
         WALLETS,
-        [{"user_id": user, "item": item, "balance": 5} for item in ("gold", "it's\tx")],
+        [{"user_id": user, "item": item, "balance": 5} for item in ("gold", "it's\tx%s")],
         conflict=("user_id", "item"),
         returning=("item", "balance"),
     )
-    assert sorted(first) == [("gold", 5), ("it's\tx", 5)]
+    assert sorted(first) == [("gold", 5), ("it's\tx%s", 5)]
     again = bulk.insert_rows(
         any_session,
         WALLETS,
@@ -110,7 +120,7 @@ def test_insert_skips_conflicts_and_returns_what_it_inserted(any_session: Sessio
             select(WalletBalance.item, WalletBalance.balance).where(WalletBalance.user_id == user)
         ).all()
     )
-    assert held == {"gold": 15, "gem": 2, "it's\tx": 5}
+    assert held == {"gold": 15, "gem": 2, "it's\tx%s": 5}
 
 
 def test_select_and_update_by_key(any_session: Session) -> None:
@@ -169,3 +179,21 @@ def test_nothing_to_write_sends_nothing(any_session: Session) -> None:
     bulk.append_rows(any_session, EVENTS, [])
     bulk.update_rows(any_session, PERIODS, ("user_id",), [])
     assert bulk.select_rows(any_session, PERIODS, ("user_id",), [], ("user_id",)) == []
+
+
+def test_driver_errors_surface_as_sqlalchemy_errors(session: Session) -> None:
+    # Callers retry DBAPIErrors (deadlocks, dropped connections) and the APIs answer them
+    # 503: an error inside a raw statement must look the same as one from SQLAlchemy.
+    from sqlalchemy.exc import DBAPIError, IntegrityError
+
+    user = _user(session, "failer")
+    row = {"user_id": user, "item": "gold", "balance": -1}  # CHECK balance >= 0
+    with pytest.raises(IntegrityError):
+        bulk.insert_rows(session, WALLETS, [row])
+    session.rollback()
+    with pytest.raises(DBAPIError):
+        bulk.append_rows(
+            session,
+            EVENTS,
+            [{"user_id": 1, "type": "x", "data": {}, "created_at": None, "attempts": -1}],
+        )

@@ -13,7 +13,8 @@ statement, ON CONFLICT on the named unique columns, RETURNING the named columns.
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Integer, Table, bindparam, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from models.base import UTCDateTime
@@ -49,7 +52,7 @@ def insert_rows(
     if not rows:
         return []
     columns = tuple(rows[0])
-    raw = _psycopg2_cursor(session)
+    raw = _psycopg2(session)
     if raw is not None:
         sql, template, encode = _insert_sql(
             table,
@@ -85,7 +88,7 @@ def append_rows(session: Session, table: Table, rows: Rows) -> None:
     nothing, the fastest way the driver has: COPY on psycopg2."""
     if not rows:
         return
-    raw = _psycopg2_cursor(session)
+    raw = _psycopg2(session)
     if raw is None:
         insert_rows(session, table, rows)
         return
@@ -94,10 +97,9 @@ def append_rows(session: Session, table: Table, rows: Rows) -> None:
     text = "".join(
         "\t".join([fmt(row[name]) for name, fmt in formats]) + "\n" for row in rows
     )
-    with raw:
-        raw.copy_expert(
-            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", io.StringIO(text)
-        )
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    with _driver_errors(raw, statement), _cursor(raw) as cursor:
+        cursor.copy_expert(statement, io.StringIO(text))
 
 
 def _copy_formats(table: Table, columns: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -148,7 +150,7 @@ def update_rows(session: Session, table: Table, key: Sequence[str], rows: Rows) 
     if not rows:
         return
     columns = tuple(rows[0])
-    raw = _psycopg2_cursor(session)
+    raw = _psycopg2(session)
     if raw is not None:
         sql, template, encode = _update_sql(table, tuple(key), columns)
         _execute_values(raw, sql, template, [encode(row) for row in rows], False)
@@ -175,7 +177,7 @@ def select_rows(
     if not keys:
         return []
     ordered = sorted(keys)
-    raw = _psycopg2_cursor(session)
+    raw = _psycopg2(session)
     if raw is not None:
         sql, template = _select_sql(table, tuple(key), tuple(columns), for_update)
         return _execute_values(raw, sql, template, ordered, True)
@@ -189,25 +191,54 @@ def select_rows(
     return [tuple(row) for row in session.execute(stmt)]
 
 
-def _psycopg2_cursor(session: Session) -> Any | None:
+def _psycopg2(session: Session) -> Connection | None:
+    """The session's connection if its driver is psycopg2."""
     connection = session.connection()
-    if connection.dialect.driver != "psycopg2":
-        return None
-    return connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    return connection if connection.dialect.driver == "psycopg2" else None
+
+
+@contextmanager
+def _cursor(connection: Connection) -> Iterator[Any]:
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+@contextmanager
+def _driver_errors(connection: Connection, statement: str) -> Iterator[None]:
+    """Driver errors raised outside SQLAlchemy's execute, as SQLAlchemy raises them: a
+    DBAPIError (deadlocks, disconnects: what callers retry or answer 503 for), with the
+    pool discarded when the server dropped the connection."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        dropped = connection.dialect.is_disconnect(exc, connection.connection, None)
+        if dropped:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, dbapi.Error, connection_invalidated=dropped
+        ) from exc
 
 
 def _execute_values(
-    cursor: Any, sql: str, template: str, values: list[tuple[Any, ...]], fetch: bool
+    connection: Connection, sql: str, template: str, values: list[tuple[Any, ...]], fetch: bool
 ) -> list[tuple[Any, ...]]:
     """`sql` with its one `%s` replaced by every row's `template`, quoted by psycopg2 in
-    one call (psycopg2's own execute_values quotes row by row)."""
+    one call, and run through SQLAlchemy (its error handling, its statement events)."""
     prefix, suffix = sql.split("%s")
-    rows = cursor.mogrify(
-        ", ".join([template] * len(values)), [param for row in values for param in row]
+    with _driver_errors(connection, sql), _cursor(connection) as cursor:
+        rows = cursor.mogrify(
+            ", ".join([template] * len(values)), [param for row in values for param in row]
+        )
+    # The values are quoted in already: no_parameters, so that the driver reads no `%`
+    # in them as a placeholder.
+    result = connection.exec_driver_sql(
+        prefix + rows.decode() + suffix, execution_options={"no_parameters": True}
     )
-    with cursor:
-        cursor.execute(b"".join((prefix.encode(), rows, suffix.encode())))
-        return [tuple(row) for row in cursor.fetchall()] if fetch else []
+    return [tuple(row) for row in result] if fetch else []
 
 
 def _encoder(table: Table, columns: tuple[str, ...]) -> tuple[str, Any]:

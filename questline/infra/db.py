@@ -32,7 +32,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
+    # No ping before each checkout (a round trip per transaction): a connection the server
+    # dropped fails its first statement, SQLAlchemy then discards the whole pool, and that
+    # one transaction is retried (workers) or answered 503 (APIs), as during any outage.
+    kwargs.setdefault("pool_pre_ping", False)
     kwargs.setdefault("pool_recycle", 1800)
     if url.startswith(("postgresql+psycopg2", "postgresql:")):
         # A batch's progress updates go out in pages, not one round trip per row.
