@@ -316,15 +316,15 @@ def _safe(url: str) -> str:
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def _rabbitmq_server() -> str:
-    # Debian's /usr/sbin wrapper switches to the rabbitmq user and the system node's
-    # files; the script it wraps runs a node of our own as whoever starts it.
-    for path in ("/usr/lib/rabbitmq/bin/rabbitmq-server",):
-        if os.access(path, os.X_OK):
-            return path
-    found = shutil.which("rabbitmq-server")
+def _rabbitmq_tool(name: str) -> str:
+    # Debian's /usr/sbin wrappers switch to the rabbitmq user and the system node's
+    # files; the scripts they wrap run (and reach) a node of our own as whoever we are.
+    path = f"/usr/lib/rabbitmq/bin/{name}"
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
     if found is None:
-        raise BrokerUnavailable("rabbitmq-server is not installed (apt-get install it)")
+        raise BrokerUnavailable(f"{name} is not installed (apt-get install rabbitmq-server)")
     return found
 
 
@@ -370,7 +370,9 @@ class RabbitMQServer:
         }
 
     def start(self, timeout: float = 120) -> RabbitMQServer:
-        self.proc = Process([_rabbitmq_server()], self.env(), self.log_path, cwd=self.dir)
+        self.proc = Process(
+            [_rabbitmq_tool("rabbitmq-server")], self.env(), self.log_path, cwd=self.dir
+        )
         wait_until(
             lambda: self.answers() or not self.proc or not self.proc.alive(),
             timeout,
@@ -383,6 +385,32 @@ class RabbitMQServer:
 
     def answers(self) -> bool:
         return amqp_answers(self.url)
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """rabbitmqctl on this node; its output (BrokerUnavailable if it fails)."""
+        r = subprocess.run(
+            [_rabbitmq_tool("rabbitmqctl"), "-n", self.node, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if r.returncode != 0:
+            raise BrokerUnavailable(f"rabbitmqctl {' '.join(args)}: {r.stdout} {r.stderr}")
+        return r.stdout
+
+    def queue_counts(self) -> dict[str, tuple[int, int]]:
+        """(ready, unacknowledged) messages of every queue on the node's default vhost."""
+        out = self.ctl(
+            "list_queues", "-q", "--no-table-headers", "name", "messages_ready",
+            "messages_unacknowledged",
+        )  # fmt: skip
+        counts: dict[str, tuple[int, int]] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                counts[parts[0]] = (int(parts[1]), int(parts[2]))
+        return counts
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the node (the script and the Erlang VM under it) and wait for it to
