@@ -311,6 +311,22 @@ def queue_depths(url: str, names: Sequence[str]) -> dict[str, tuple[int, int]]:
     return depths
 
 
+def celery_app_for(broker_url: str) -> Any:
+    """A Celery app with Questline's configuration (celeryconfig.py) on another broker
+    than this process's own: for tools that publish to RabbitMQ while their own
+    settings name Redis. Its queue declarations match the workers' on that broker."""
+    from celery import Celery
+
+    from questline.config import get_settings
+    from workers import broker
+
+    app = Celery(f"questline-{broker.kind_of(broker_url)}")
+    app.config_from_object("celeryconfig")
+    settings = get_settings().model_copy(update={"broker_url": broker_url})
+    app.conf.update(broker.celery_settings(settings))
+    return app
+
+
 def _safe(url: str) -> str:
     """`url` without its password."""
     return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         """No servers at all: SQLite, the in-process cache and the SQLite broker."""
-        return self.redis_url is None and self.broker_url is None
+        return self.redis_url is None and not self.broker_url
 
     @property
     def celery_broker_url(self) -> str | None:

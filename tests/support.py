@@ -129,21 +129,12 @@ class Broker:
         """workers.celery_app's app on Redis; on RabbitMQ the same configuration with
         the broker part of workers.broker for this URL (quorum queues and all)."""
         if self._app is None:
-            from workers.celery_app import app
-
             if self.url is None:
+                from workers.celery_app import app
+
                 self._app = app
             else:
-                from celery import Celery
-
-                from questline.config import get_settings
-                from workers import broker
-
-                other = Celery(f"questline-test-{self.name}")
-                other.config_from_object("celeryconfig")
-                settings = get_settings().model_copy(update={"broker_url": self.url})
-                other.conf.update(broker.celery_settings(settings))
-                self._app = other
+                self._app = harness.celery_app_for(self.url)
         return self._app
 
     def send(self, task: str, *args: Any, **options: Any) -> None:
