@@ -32,7 +32,6 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from questline import outbox
-from questline.config import get_settings
 from questline.infra import migrate
 from questline.infra.db import get_engine
 
@@ -114,12 +113,11 @@ def check_database() -> migrate.SchemaState:
 
 
 def check_broker() -> None:
-    settings = get_settings()
-    if settings.redis_url is None:
-        return  # embedded: the broker lives in the database checked above
-    from questline.infra.kv import get_kv
+    """The Celery broker answers: Redis, or RabbitMQ (a connection and its handshake);
+    the embedded broker lives in the database checked beside it."""
+    from workers import broker
 
-    get_kv().ping()
+    broker.readiness_check()
 
 
 class Readiness:

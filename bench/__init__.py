@@ -12,7 +12,8 @@ the same number of processes:
   (b) Celery floor  no-op tasks/s through Celery with Questline's delivery settings
   (c) backlog       Questline workers draining sign-ins already in the outbox
                     (batched drain with 1, 2, 4 processes; the naive one task per
-                    sign-in with --processes)
+                    sign-in with --processes); the batched drain again with
+                    RabbitMQ as the broker (a vhost of the run's own, --rabbitmq-url)
   (d) end to end    a steady offered load of refresh sign-ins over HTTP:
                     sustained sign-ins/s and sign-in -> processed lag p50/p95/p99
   (e) API paths     password login vs bare argon2 verification; cached GET /quests

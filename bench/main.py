@@ -28,6 +28,7 @@ from bench.system import Bench
 
 PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 DATABASE = os.environ.get("QUESTLINE_BENCH_DB_NAME", "questline_bench")
+RABBITMQ_URL = f"amqp://guest:guest@127.0.0.1:5672/{DATABASE}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +51,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"where to create the {DATABASE} database ($QUESTLINE_BENCH_DB_NAME names another)",
     )
     parser.add_argument("--redis-url", help="a Redis db to use (it is flushed)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c,d,e,f,g")
+    parser.add_argument(
+        "--rabbitmq-url",
+        default=RABBITMQ_URL,
+        help="the RabbitMQ virtual host for the backlog drain on RabbitMQ (created when "
+        f"missing, its queues emptied; default {RABBITMQ_URL})",
+    )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma list of parts to skip: a,b,c,d,e,f,g; rabbitmq skips (c) on RabbitMQ",
+    )
     parser.add_argument("--plot", type=Path, default=harness.ROOT / "docs" / "performance.png")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -197,6 +208,35 @@ class Run:
         )
         self.results["backlog"] = backlog
         self.results["backlog_naive"] = rate
+        if "rabbitmq" not in self.skip:
+            self.backlog_on_rabbitmq()
+
+    def backlog_on_rabbitmq(self) -> None:
+        """(c) again with RabbitMQ as the broker (quorum queues, publisher confirms),
+        on a virtual host of the run's own on the machine's RabbitMQ."""
+        b, events, url = self.b, self.events, self.args.rabbitmq_url
+        try:
+            harness.ensure_vhost(url)
+            from workers.broker import QUEUE_NAMES
+
+            harness.purge_queues(url, QUEUE_NAMES)
+        except harness.BrokerUnavailable as exc:
+            self.failures.append(f"backlog on RabbitMQ: {exc}")
+            say(f"(c) backlog drain on RabbitMQ: not measured: {exc}")
+            return
+        backlog: dict[int, float] = {}
+        for w in self.workers:
+            rate, problem = measure_backlog(b, events, w, naive=False, rabbitmq_url=url)
+            backlog[w] = rate
+            say(
+                f"(c) backlog drain, batched, {w} processes, RabbitMQ: {rate:,.0f} sign-ins/s "
+                f"(Redis {self.results['backlog'][w]:,.0f}) "
+                f"{'exact' if not problem else 'NOT EXACT: ' + problem}"
+            )
+            if problem:
+                self.failures.append(f"backlog {w} on RabbitMQ: {problem}")
+            self.rows.append((f"backlog drain, batched, {w} proc, RabbitMQ", rate, "sign-ins/s"))
+        self.results["backlog_rabbitmq"] = backlog
 
     def end_to_end(self) -> None:
         b = self.b

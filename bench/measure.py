@@ -112,18 +112,25 @@ def measure_celery_floor(b: Bench, tasks: int) -> float:
 # --- (c) backlog drain --------------------------------------------------------
 
 
-def measure_backlog(b: Bench, events: int, workers: int, *, naive: bool) -> tuple[float, str]:
-    """Events/s for a worker with `workers` processes draining `events` stored sign-ins."""
+def measure_backlog(
+    b: Bench, events: int, workers: int, *, naive: bool, rabbitmq_url: str | None = None
+) -> tuple[float, str]:
+    """Events/s for a worker with `workers` processes draining `events` stored sign-ins;
+    on RabbitMQ (QUESTLINE_BROKER_URL=rabbitmq_url) instead of Redis when given."""
     from workers.celery_app import app as questline_app
-    from workers.tasks import drain_outbox, process_sign_in
+    from workers.tasks import process_sign_in
 
+    broker_env: dict[str, str] = {}
+    if rabbitmq_url is not None:
+        questline_app = harness.celery_app_for(rabbitmq_url)
+        broker_env["QUESTLINE_BROKER_URL"] = rabbitmq_url
     n_users = max(1, events // 5)
     b.reset()
     b.make_users(n_users)
     b.insert_backlog(events, n_users)
     # Same process count for everyone: the sweeper (a thread in the worker's main
     # process) stays off, so only the pool processes apply sign-ins.
-    child = b.celery_worker("workers", workers, QUESTLINE_SWEEPER_ENABLED="false")
+    child = b.celery_worker("workers", workers, QUESTLINE_SWEEPER_ENABLED="false", **broker_env)
     with child:
         wait_worker_ready(questline_app, child)
         if naive:
@@ -135,7 +142,7 @@ def measure_backlog(b: Bench, events: int, workers: int, *, naive: bool) -> tupl
         else:
             t0 = time.perf_counter()
             for _ in range(workers):
-                drain_outbox.apply_async()
+                questline_app.send_task("questline.drain_outbox")
         harness.wait_until(lambda: b.pending() == 0, 600, "the backlog to drain")
         elapsed = time.perf_counter() - t0
     return events / elapsed, b.check_exact(events)

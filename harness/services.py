@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -180,6 +182,263 @@ class RedisServer:
             self.kill(signal.SIGTERM)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- RabbitMQ ------------------------------------------------------------------------------
+
+START_RABBITMQ = "start RabbitMQ: rabbitmq-server -detached (then rabbitmq-diagnostics -q ping)"
+
+
+class BrokerUnavailable(RuntimeError):
+    """RabbitMQ cannot be reached or set up; the message says what to start or fix."""
+
+
+def amqp_connect(url: str, timeout: float = 5) -> Any:
+    """An open kombu connection to `url` (one attempt: connect and handshake)."""
+    from kombu.connection import Connection
+
+    connection = Connection(url, connect_timeout=timeout)
+    try:
+        connection.connect()
+    except BaseException:
+        connection.collect()
+        raise
+    return connection
+
+
+def amqp_answers(url: str, timeout: float = 2) -> bool:
+    try:
+        amqp_connect(url, timeout).release()
+        return True
+    except Exception:
+        return False
+
+
+def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """rabbitmqctl on the machine's node; its output (BrokerUnavailable if it fails)."""
+    try:
+        r = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BrokerUnavailable(f"rabbitmqctl {' '.join(args)}: {exc}; {START_RABBITMQ}") from exc
+    if r.returncode != 0:
+        raise BrokerUnavailable(
+            f"rabbitmqctl {' '.join(args)} failed: {r.stdout} {r.stderr}".strip()
+        )
+    return r.stdout
+
+
+def ensure_vhost(url: str) -> None:
+    """Make `url` usable on the machine's RabbitMQ: when its virtual host does not exist
+    yet, create it and give the URL's user every right on it (rabbitmqctl). Raises
+    BrokerUnavailable, saying what to start, when RabbitMQ does not answer at all."""
+    from amqp.exceptions import AccessRefused, NotAllowed
+    from kombu.connection import Connection
+
+    try:
+        amqp_connect(url).release()
+        return
+    except (NotAllowed, AccessRefused):
+        pass  # the vhost is missing (or guest may not use it): set it up below
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"RabbitMQ does not answer at {_safe(url)} ({type(exc).__name__}: {exc}); "
+            f"{START_RABBITMQ}"
+        ) from exc
+    info = Connection(url)
+    vhost, user = info.virtual_host or "/", info.userid or "guest"
+    existing = rabbitmqctl("list_vhosts", "-q", "--no-table-headers").split()
+    if vhost not in existing:
+        rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    try:
+        amqp_connect(url).release()
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"{_safe(url)} still refused after setting up {vhost!r}: {exc}"
+        ) from exc
+
+
+def purge_queues(url: str, names: Sequence[str]) -> dict[str, int]:
+    """Empty the named queues that exist on `url`; how many messages each held."""
+    from amqp.exceptions import NotFound
+
+    purged: dict[str, int] = {}
+    connection = amqp_connect(url)
+    try:
+        for name in names:
+            channel = connection.channel()
+            try:
+                channel.queue_declare(name, passive=True)
+                purged[name] = int(channel.queue_purge(name) or 0)
+            except NotFound:
+                pass  # passive declare of a missing queue closes the channel
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    finally:
+        connection.release()
+    return purged
+
+
+def queue_depths(url: str, names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(ready, consumers) of each named queue that exists on `url`. A quorum queue's
+    ready count leaves out the messages delivered and not yet acknowledged."""
+    from amqp.exceptions import NotFound
+
+    depths: dict[str, tuple[int, int]] = {}
+    connection = amqp_connect(url)
+    try:
+        for name in names:
+            channel = connection.channel()
+            try:
+                _, ready, consumers = channel.queue_declare(name, passive=True)
+                depths[name] = (int(ready), int(consumers))
+            except NotFound:
+                pass
+            finally:
+                try:
+                    channel.close()
+                except Exception:
+                    pass
+    finally:
+        connection.release()
+    return depths
+
+
+def celery_app_for(broker_url: str) -> Any:
+    """A Celery app with Questline's configuration (celeryconfig.py) on another broker
+    than this process's own: for tools that publish to RabbitMQ while their own
+    settings name Redis. Its queue declarations match the workers' on that broker."""
+    from celery import Celery
+
+    from questline.config import get_settings
+    from workers import broker
+
+    app = Celery(f"questline-{broker.kind_of(broker_url)}")
+    app.config_from_object("celeryconfig")
+    settings = get_settings().model_copy(update={"broker_url": broker_url})
+    app.conf.update(broker.celery_settings(settings))
+    return app
+
+
+def _safe(url: str) -> str:
+    """`url` without its password."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _rabbitmq_tool(name: str) -> str:
+    # Debian's /usr/sbin wrappers switch to the rabbitmq user and the system node's
+    # files; the scripts they wrap run (and reach) a node of our own as whoever we are.
+    path = f"/usr/lib/rabbitmq/bin/{name}"
+    if os.access(path, os.X_OK):
+        return path
+    found = shutil.which(name)
+    if found is None:
+        raise BrokerUnavailable(f"{name} is not installed (apt-get install rabbitmq-server)")
+    return found
+
+
+class RabbitMQServer:
+    """A private RabbitMQ node on free ports, with its own node name, data directory,
+    configuration and Erlang cookie, for runs that kill the broker: the machine's node
+    is never touched. Quorum queues and every message the node confirmed are on disk,
+    so start() after kill() brings them back. Takes ~10 s to start and ~150 MB."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.node = f"questline{self.port}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.dir = workdir / f"rabbitmq-{self.port}"
+        self.dir.mkdir(parents=True)
+        self.log_path = workdir / "rabbitmq.log"
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "log.console = true\n"
+            "log.console.level = warning\n"
+            "log.file = false\n"
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")  # not the machine's
+        self.proc: Process | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "HOME": str(self.dir),  # the Erlang cookie of this node
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "rabbitmq.pid"),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def start(self, timeout: float = 120) -> RabbitMQServer:
+        self.proc = Process(
+            [_rabbitmq_tool("rabbitmq-server")], self.env(), self.log_path, cwd=self.dir
+        )
+        wait_until(
+            lambda: self.answers() or not self.proc or not self.proc.alive(),
+            timeout,
+            "the RabbitMQ node to answer",
+            interval=0.25,
+        )
+        if not self.answers():
+            raise BrokerUnavailable(f"rabbitmq-server did not start:\n{self.proc.output()[-3000:]}")
+        return self
+
+    def answers(self) -> bool:
+        return amqp_answers(self.url)
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """rabbitmqctl on this node; its output (BrokerUnavailable if it fails)."""
+        r = subprocess.run(
+            [_rabbitmq_tool("rabbitmqctl"), "-n", self.node, *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if r.returncode != 0:
+            raise BrokerUnavailable(f"rabbitmqctl {' '.join(args)}: {r.stdout} {r.stderr}")
+        return r.stdout
+
+    def queue_counts(self) -> dict[str, tuple[int, int]]:
+        """(ready, unacknowledged) messages of every queue on the node's default vhost."""
+        out = self.ctl(
+            "list_queues", "-q", "--no-table-headers", "name", "messages_ready",
+            "messages_unacknowledged",
+        )  # fmt: skip
+        counts: dict[str, tuple[int, int]] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                counts[parts[0]] = (int(parts[1]), int(parts[2]))
+        return counts
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the node (the script and the Erlang VM under it) and wait for it to
+        exit; SIGKILL is a crash, SIGTERM a clean shutdown."""
+        assert self.proc is not None
+        self.proc.stop(sig, timeout=60)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.alive():
+            self.kill(signal.SIGTERM)
+
+    def __enter__(self) -> RabbitMQServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Broker and cache. None means embedded: no Redis, in-process cache and limiter.
     redis_url: str | None = None
+    # The Celery broker when it is not that Redis, e.g. RabbitMQ:
+    # amqp://guest:guest@127.0.0.1:5672// (README, "Brokers"). None: redis_url's server.
+    broker_url: str | None = None
 
     jwt_private_key_file: Path | None = None
     jwt_public_key_file: Path | None = None
@@ -83,16 +86,21 @@ class Settings(BaseSettings):
 
     # After Redis fails to answer in time, every Redis call of the process (cache,
     # limiter, publishing) fails at once; a background probe tries it this often.
+    # The publisher's breaker for a broker of its own (RabbitMQ) uses the same period.
     redis_breaker_open_seconds: float = Field(default=2.0, gt=0, le=60)
+    # RabbitMQ: how long a publish waits for the broker's confirm (and a connection for
+    # its handshake) before the publisher counts the broker as away.
+    broker_confirm_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
 
     # POST /events: how old an event may be without the events:backfill scope, and how
     # many events one user may send per minute (a batch over it is refused whole, 429).
     event_max_age_seconds: int = Field(default=86_400, ge=60)
     events_per_user_per_minute: int = Field(default=600, ge=1)
 
-    # Seconds before the broker hands a dead worker's unacknowledged message to
-    # another worker. Above the longest task retry countdown (30 s), or retries
-    # would be delivered twice while they wait.
+    # Redis broker only: seconds before the broker hands a dead worker's unacknowledged
+    # message to another worker. Above the longest task retry countdown (30 s), or
+    # retries would be delivered twice while they wait. (RabbitMQ needs none: it
+    # delivers a message again as soon as the connection of the worker holding it dies.)
     broker_visibility_timeout_seconds: int = Field(default=300, ge=45)
 
     worker_metrics_port: int | None = None
@@ -103,7 +111,14 @@ class Settings(BaseSettings):
 
     @property
     def embedded(self) -> bool:
-        return self.redis_url is None
+        """No servers at all: SQLite, the in-process cache and the SQLite broker."""
+        return self.redis_url is None and not self.broker_url
+
+    @property
+    def celery_broker_url(self) -> str | None:
+        """The Celery broker: QUESTLINE_BROKER_URL, else the Redis server; None is the
+        embedded broker (a SQLite file in data_dir)."""
+        return self.broker_url or self.redis_url
 
     @property
     def sqlalchemy_url(self) -> str:

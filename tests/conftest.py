@@ -122,6 +122,66 @@ def suite_worker(database: str) -> Iterator[support.SuiteWorker]:
     workers.stop()
 
 
+# --- the worker tests that run on both brokers --------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(database: str) -> Iterator[support.Broker]:
+    """The machine's RabbitMQ, on the run's own virtual host (created when missing)."""
+    import harness
+
+    try:
+        broker = support.rabbitmq_broker()
+    except harness.BrokerUnavailable as exc:
+        pytest.fail(f"RabbitMQ is needed by the worker tests on both brokers: {exc}")
+    yield broker
+    broker.close()
+
+
+@pytest.fixture(scope="session", params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest) -> support.Broker:
+    """Each broker the worker path runs on: Redis (the suite's own configuration), then
+    RabbitMQ (QUESTLINE_BROKER_URL=amqp://..., Redis still the cache). Tests that take
+    it run once per broker."""
+    if request.param == "redis":
+        return support.Broker("redis", None)
+    rabbitmq: support.Broker = request.getfixturevalue("rabbitmq")
+    return rabbitmq
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_suite_worker(rabbitmq: support.Broker) -> Iterator[support.SuiteWorker]:
+    workers = support.SuiteWorker("suite-rabbitmq", rabbitmq.env)
+    yield workers
+    workers.stop()
+
+
+@pytest.fixture
+def broker_worker(broker: support.Broker, request: pytest.FixtureRequest) -> support.Process:
+    """The suite worker on `broker` (on RabbitMQ one of its own, started when first needed)."""
+    name = "suite_worker" if broker.name == "redis" else "rabbitmq_suite_worker"
+    workers: support.SuiteWorker = request.getfixturevalue(name)
+    return workers.running()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_api(rabbitmq: support.Broker) -> Iterator[str]:
+    """The all-in-one app in a process of its own, publishing to RabbitMQ."""
+    proc = support.start_server("api.main:app", name="api-rabbitmq", **rabbitmq.env)
+    yield proc.url
+    proc.stop()
+
+
+@pytest.fixture
+def broker_api(broker: support.Broker, request: pytest.FixtureRequest) -> str:
+    """The base URL of the all-in-one app publishing to `broker`."""
+    if broker.name == "redis":
+        server: support.LiveServer = request.getfixturevalue("server")
+        return server.url
+    url: str = request.getfixturevalue("rabbitmq_api")
+    return url
+
+
 @pytest.fixture
 def worker(suite_worker: support.SuiteWorker) -> support.Process:
     """A real Celery worker process (prefork, 2 children) on the test broker, shared
@@ -133,7 +193,8 @@ def worker(suite_worker: support.SuiteWorker) -> support.Process:
 def no_worker(suite_worker: support.SuiteWorker) -> None:
     """No worker on the test database, so no sweeper: for tests whose sign-ins must stay
     pending until they apply them, on a machine of any speed."""
-    suite_worker.stop()
+    for workers in support.SuiteWorker.started:
+        workers.stop()
 
 
 class Player:

@@ -26,12 +26,17 @@ def test_one_policy_for_both_tasks_with_countdowns_below_the_visibility_timeout(
     assert tasks.RETRY_BACKOFF_MAX < lowest
 
 
-def test_a_transient_error_is_retried_and_never_counted_against_the_sign_in() -> None:
+def test_a_transient_error_is_retried_and_never_counted_against_the_sign_in(
+    broker: support.Broker, no_worker: None
+) -> None:
     """The worker's database sessions give up waiting for a lock after 0.2 s (a real
     PostgreSQL lock timeout, a transient error) while this test holds the player's
     progress row: the task is retried again and again, the sign-in is not counted as
     failed (its own row is free, so a count would be recorded), and once the lock is
-    released it is applied."""
+    released it is applied. On both brokers: on RabbitMQ each retry's countdown goes
+    through the broker's delay queues (quorum queues cannot hold it in the worker), and
+    comes back to the queue of the task's route, so this test's worker is the only one
+    on the routed queues (no_worker)."""
     with db.transaction() as session:
         user_id = f.add_user(session).user_id
         [event_id] = f.add_sign_ins(session, user_id)
@@ -55,12 +60,12 @@ def test_a_transient_error_is_retried_and_never_counted_against_the_sign_in() ->
     )
     worker = support.start_worker(
         name="retries",
-        queues="retry-test",
         PGOPTIONS="-c lock_timeout=200",
         QUESTLINE_TASK_MAX_RETRIES="100",
+        **broker.env,
     )
     try:
-        tasks.process_sign_in.apply_async((event_id,), queue="retry-test")
+        broker.send("questline.process_sign_in", event_id)
         support.wait_until(
             lambda: worker.output().count("Retry in") >= 3, 60, "three retries of the task"
         )

@@ -1,5 +1,9 @@
-"""Workers under real conditions: a real Celery worker on the Redis broker, real HTTP,
-threads racing, the broker away at login, a poison sign-in and the operator commands."""
+"""Workers under real conditions: a real Celery worker on the broker, real HTTP,
+threads racing, the broker away at login, a worker killed under a message, a poison
+sign-in and the operator commands.
+
+The tests of the worker path take the `broker` fixture and run on both brokers:
+Redis, and RabbitMQ (QUESTLINE_BROKER_URL, quorum queues) on the run's own vhost."""
 
 from __future__ import annotations
 
@@ -55,18 +59,22 @@ def quest_events_per_quest(user_id: int) -> dict[int, int]:
     return {int(q): int(n) for q, n in rows}
 
 
-def test_a_sign_in_delivered_five_times_is_applied_once(worker: support.Process) -> None:
+def test_a_sign_in_delivered_five_times_is_applied_once(
+    broker: support.Broker, broker_worker: support.Process
+) -> None:
     with db.transaction() as session:
         user_id = f.add_user(session).user_id
         [sign_in_id] = f.add_sign_ins(session, user_id)
     task_ids = [str(uuid.uuid4()) for _ in range(5)]
     for task_id in task_ids:
-        process_sign_in.apply_async((sign_in_id,), {"user_id": user_id}, task_id=task_id)
+        broker.send(
+            "questline.process_sign_in", sign_in_id, kwargs={"user_id": user_id}, task_id=task_id
+        )
 
     def outcomes() -> list[str] | None:
         lines = [
             line
-            for line in worker.output().splitlines()
+            for line in broker_worker.output().splitlines()
             if "succeeded" in line and any(t in line for t in task_ids)
         ]
         return lines if len(lines) == len(task_ids) else None
@@ -82,15 +90,18 @@ def test_a_sign_in_delivered_five_times_is_applied_once(worker: support.Process)
     assert quest_events_per_quest(user_id) == {1: 1}
 
 
-def test_twenty_concurrent_sign_ins_of_one_player_all_count(client: httpx.Client) -> None:
+def test_twenty_concurrent_sign_ins_of_one_player_all_count(
+    broker_api: str, broker_worker: support.Process
+) -> None:
     with db.transaction() as session:
         user_id = f.add_user(session, "racer").user_id
         slow = f.add_quest(session, streak=7, duplication=100).quest_id
         every = f.add_quest(session, streak=1, duplication=1000, auto_claim=True, qty=1).quest_id
     cache.invalidate()
+    seen = len(broker_worker.output())
 
     def sign_in(_i: int) -> int:
-        with httpx.Client(base_url=client.base_url, timeout=60) as c:
+        with httpx.Client(base_url=broker_api, timeout=60) as c:
             r = c.post("/auth/login", json={"user_name": "racer", "password": f.PASSWORD})
             assert r.status_code == 200, r.text
             return int(r.json()["sign_in_id"])
@@ -100,6 +111,8 @@ def test_twenty_concurrent_sign_ins_of_one_player_all_count(client: httpx.Client
     assert len(set(sign_in_ids)) == 20
 
     support.wait_until(lambda: processed_sign_ins(user_id) == 20, 60, "20 processed sign-ins")
+    # The wake-ups went through this broker: its worker ran drains that applied sign-ins.
+    assert "questline.drain_outbox" in broker_worker.output()[seen:]
     with db.transaction() as session:
         assert f.progress(session, user_id, slow) == (20 - 14, 2)
         assert f.progress(session, user_id, every) == (0, 20)
@@ -107,6 +120,79 @@ def test_twenty_concurrent_sign_ins_of_one_player_all_count(client: httpx.Client
         assert balances(session, user_id) == {"gold": 20, "diamond": 0}
         assert len(f.rewards(session, user_id, every)) == 20
     assert quest_events_per_quest(user_id) == {1: 6, slow: 20, every: 20}
+
+
+def waiting_on_a_lock() -> int:
+    """Sessions of the test database waiting for a lock right now."""
+    with db.get_engine().connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize(
+    ("broker", "killed"),
+    [
+        ("redis", "pool child"),
+        ("rabbitmq", "pool child"),
+        # Only RabbitMQ delivers a message again as soon as the worker process holding it
+        # dies; Redis waits out the visibility timeout (>= 45 s; the sweeper is faster).
+        ("rabbitmq", "main process"),
+    ],
+    indirect=["broker"],
+)
+def test_a_message_held_by_a_killed_worker_is_delivered_again_and_applied_once(
+    broker: support.Broker, killed: str
+) -> None:
+    """The task is inside its transaction, waiting for the sign-in's row lock that this
+    test holds, when the worker is SIGKILLed: its pool child (the main process puts the
+    message back, task_reject_on_worker_lost) or its main process with the pool (a host
+    crash: the broker sees the connection close). No sweeper can apply the sign-in (it
+    is dated an hour ahead): only the message delivered again can."""
+    with db.transaction() as session:
+        user_id = f.add_user(session).user_id
+        [sign_in_id] = f.add_sign_ins(session, user_id)
+        f.keep_from_sweeper(session, [sign_in_id])
+    env = {**broker.env, "QUESTLINE_SWEEPER_ENABLED": "false"}
+    holder = db.get_engine().connect()
+    lock = holder.begin()
+    holder.execute(text("SELECT 1 FROM events WHERE event_id = :e FOR UPDATE"), {"e": sign_in_id})
+    first = support.start_worker(concurrency=1, name="doomed", queues="kill-test", **env)
+    second: support.Process | None = None
+    try:
+        broker.send("questline.process_sign_in", sign_in_id, queue="kill-test")
+        support.wait_until(lambda: waiting_on_a_lock() == 1, 60, "the task to wait for the lock")
+        [child] = support.children_of(first.pid)
+        if killed == "pool child":
+            support.send_signal(child)
+            survivor = first
+        else:
+            first.kill(9)
+            support.send_signal(child)
+            first.wait(30)
+            second = survivor = support.start_worker(
+                concurrency=1, name="heir", queues="kill-test", **env
+            )
+        lock.rollback()  # the sign-in is free: whoever holds the message applies it
+        support.wait_until(
+            lambda: processed_sign_ins(user_id) == 1, 60, "the message delivered again"
+        )
+        support.wait_until(
+            lambda: "'outcome': 'applied'" in survivor.output(), 30, "the survivor's log line"
+        )
+    finally:
+        holder.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+    with db.transaction() as session:
+        assert f.progress(session, user_id, 1) == (1, 0)
+    assert quest_events_per_quest(user_id) == {1: 1}
 
 
 def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Client) -> None:
@@ -152,11 +238,18 @@ def test_concurrent_claims_never_credit_more_than_was_earned(client: httpx.Clien
         assert balances(session, user_id)["gold"] == 6 * 7
 
 
-@pytest.fixture(scope="module")
-def server_without_broker(database: str) -> Iterator[support.Process]:
-    """The all-in-one app in its own process, its Redis URL pointing at a closed port."""
-    dead = f"redis://127.0.0.1:{support.free_port()}/0"
-    proc = support.start_server("api.main:app", name="no-broker", QUESTLINE_REDIS_URL=dead)
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def server_without_broker(
+    database: str, request: pytest.FixtureRequest
+) -> Iterator[support.Process]:
+    """The all-in-one app in its own process, its broker URL pointing at a closed port:
+    Redis (broker and cache at once), or RabbitMQ (Redis still answers as the cache)."""
+    port = support.free_port()
+    if request.param == "redis":
+        env = {"QUESTLINE_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    else:
+        env = {"QUESTLINE_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{port}//"}
+    proc = support.start_server("api.main:app", name=f"no-{request.param}", **env)
     yield proc
     proc.stop()
 

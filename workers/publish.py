@@ -4,12 +4,17 @@ off the request path.
 Domain code queues what happened on its session (questline.outbox: SignInStored,
 EventsStored, SignInReplayed, MoreSignInsWaiting); after the commit, the one after-commit hook
 (questline.infra.after_commit) hands each message to this module's sender, which
-only puts it on a bounded queue. One thread per process publishes from that queue.
-So a slow or frozen broker never holds an answer: the queue absorbs a burst, a full
-queue drops messages, and publishing goes through the process's Redis circuit
-breaker (questline.infra.kv.shared_breaker), so while Redis does not answer the thread
-drops messages at once instead of waiting out a socket timeout for each. Dropping
-is safe: the input is already durable, and the sweeper applies it.
+only puts it on a bounded queue. One thread per process publishes from that queue,
+on a broker connection of its own. So a slow or frozen broker never holds an answer:
+the queue absorbs a burst, a full queue drops messages, and publishing goes through
+the broker's circuit breaker (workers.broker.publish_breaker: with Redis as the broker
+the process's Redis breaker, with RabbitMQ one of its own), so while the broker does
+not answer the thread drops messages at once instead of waiting out a timeout for
+each. Dropping is safe: the input is already durable, and the sweeper applies it.
+On RabbitMQ every publish waits for the broker's confirm, at most
+QUESTLINE_BROKER_CONFIRM_TIMEOUT_SECONDS. A connection that worked before and fails
+(a broker restarted while this process was idle) is replaced and the publish tried
+once more before the breaker opens.
 
 Importing this module registers the sender; the API (api/factory.py), the workers
 (workers/celery_app.py) and the CLI import it.
@@ -32,10 +37,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from questline.config import get_settings
 from questline.infra import after_commit
-from questline.infra.kv import KeyValueError, get_kv, shared_breaker
+from questline.infra.kv import KeyValueError, get_kv
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
 
 log = logging.getLogger(__name__)
@@ -49,12 +55,15 @@ QUEUE_SIZE = 10_000
 TAKE_AT_ONCE = 500
 
 Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
+# One publish on the given kombu producer (the publishing thread's connection).
+Send = Callable[[Any], None]
 
 
 def batching() -> bool:
-    """True when sign-ins wake a batch drain rather than sending one message each."""
+    """True when sign-ins wake a batch drain rather than sending one message each. The
+    wake-up flag lives in Redis, whichever the broker: without Redis, one message each."""
     settings = get_settings()
-    return settings.sign_in_dispatch == "batch" and not settings.embedded
+    return settings.sign_in_dispatch == "batch" and settings.redis_url is not None
 
 
 class Publisher:
@@ -70,6 +79,10 @@ class Publisher:
         self._queue: queue.Queue[Message] | None = None
         self.failures = 0  # messages not published (dropped or failed), ever
         self._last_drop_log = 0.0
+        # The publishing thread's broker connection and producer (a child forgets the
+        # parent's without closing it: the socket is the parent's).
+        self._connection: Any = None
+        self._producer: Any = None
 
     def submit(self, message: Message) -> None:
         """Hand a message to the publishing thread; never blocks (drops when full)."""
@@ -123,7 +136,9 @@ class Publisher:
                     q.task_done()
 
     def _publish(self, batch: Sequence[Message]) -> None:
-        sends: list[Callable[[], None]] = []
+        from workers.broker import publish_breaker
+
+        sends: list[Send] = []
         wake = False
         for message in batch:
             if isinstance(message, SignInReplayed):
@@ -136,20 +151,55 @@ class Publisher:
                 wake = True
         if wake:
             sends.insert(0, wake_drainer)
-        breaker = shared_breaker()
+        breaker = publish_breaker()
         for done, send in enumerate(sends):
             if not breaker.allow():
-                self._dropped(len(sends) - done, "Redis is not answering")
+                self._dropped(len(sends) - done, "the broker is not answering")
                 return
             try:
-                send()
+                self._send(send)
             except Exception as exc:
-                # Kombu's publish has its own socket timeouts; one failure opens the
-                # breaker so the rest of the outage costs nothing.
+                # Kombu's publish has its own timeouts (socket, confirm); one failure
+                # opens the breaker so the rest of the outage costs nothing.
                 breaker.failed()
                 log.warning("could not publish (%s: %s)", type(exc).__name__, exc)
                 self._dropped(len(sends) - done, "the broker is away")
                 return
+            breaker.succeeded()
+
+    def _send(self, send: Send) -> None:
+        """`send` on this thread's connection; once more on a new connection if one
+        that had worked before fails (the broker restarted while we were idle)."""
+        reused = self._producer is not None
+        try:
+            send(self._current_producer())
+        except Exception:
+            self._disconnect()
+            if not reused:
+                raise
+            send(self._current_producer())
+
+    def _current_producer(self) -> Any:
+        if self._producer is None:
+            from workers.celery_app import app
+
+            connection = app.connection_for_write()
+            try:
+                connection.connect()  # one attempt, bounded by broker_connection_timeout
+                self._producer = app.amqp.Producer(connection)
+            except BaseException:
+                connection.collect()
+                raise
+            self._connection = connection
+        return self._producer
+
+    def _disconnect(self) -> None:
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            try:
+                connection.collect()  # no goodbye that could wait on a frozen broker
+            except Exception:
+                log.debug("closing the broker connection failed", exc_info=True)
 
     def _dropped(self, count: int, why: str) -> None:
         with self._lock:
@@ -162,17 +212,28 @@ class Publisher:
             )
 
 
-def _process_sign_in_sender(event_id: int, user_id: int | None) -> Callable[[], None]:
-    def send() -> None:
+def publish_options(producer: Any) -> dict[str, Any]:
+    """apply_async options for the publishing thread: its producer, no retries (the
+    sweeper is the retry), and the confirm timeout (RabbitMQ; ignored by Redis)."""
+    return {
+        "producer": producer,
+        "retry": False,
+        "confirm_timeout": get_settings().broker_confirm_timeout_seconds,
+    }
+
+
+def _process_sign_in_sender(event_id: int, user_id: int | None) -> Send:
+    def send(producer: Any) -> None:
         from workers.tasks import process_sign_in
 
-        process_sign_in.apply_async((event_id,), {"user_id": user_id}, retry=False)
+        process_sign_in.apply_async((event_id,), {"user_id": user_id}, **publish_options(producer))
 
     return send
 
 
-def wake_drainer() -> None:
-    """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the flag."""
+def wake_drainer(producer: Any = None) -> None:
+    """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the
+    flag; on `producer`, or else on a connection from the app's pool."""
     from workers.tasks import drain_outbox
 
     ttl_ms = int(get_settings().wakeup_ttl_seconds * 1000)
@@ -182,7 +243,7 @@ def wake_drainer() -> None:
     except KeyValueError:
         pass  # no flag: wake anyway, a spare wake-up costs one empty query
     try:
-        drain_outbox.apply_async(retry=False)
+        drain_outbox.apply_async(**publish_options(producer))
     except Exception:
         # Let the next sign-in try again instead of waiting for the flag to expire.
         clear_wakeup()

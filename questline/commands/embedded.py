@@ -91,7 +91,7 @@ def _prepare(settings: Settings) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     security.ensure_keypair(settings)
     migrate.upgrade()
-    if settings.redis_url is None:
+    if settings.celery_broker_url is None:
         from workers.embedded_broker import purge_delivered
 
         purge_delivered(str(data_dir / "broker.db"))

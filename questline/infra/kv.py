@@ -42,10 +42,14 @@ class CircuitBreaker:
     """
 
     def __init__(
-        self, open_seconds: float | None = None, probe: Callable[[], object] | None = None
+        self,
+        open_seconds: float | None = None,
+        probe: Callable[[], object] | None = None,
+        name: str = "Redis",
     ) -> None:
         self._open_seconds = open_seconds
         self.probe = probe
+        self.name = name  # of the server, for the log
         self._reset()
         _breakers.add(self)
 
@@ -86,7 +90,7 @@ class CircuitBreaker:
         if self._failing:
             with self._lock:
                 if self._failing:
-                    log.info("Redis answers again; circuit breaker closed")
+                    log.info("%s answers again; circuit breaker closed", self.name)
                 self._failing = False
                 self._probe_thread = None
 
@@ -95,7 +99,8 @@ class CircuitBreaker:
         with self._lock:
             if not self._failing:
                 log.warning(
-                    "Redis did not answer in time; failing fast, probing every %.1f s",
+                    "%s did not answer in time; failing fast, probing every %.1f s",
+                    self.name,
                     self.open_seconds,
                 )
             self._failing = True
@@ -103,7 +108,9 @@ class CircuitBreaker:
             self._probe_thread = None
             if self.probe is not None and (self._prober is None or not self._prober.is_alive()):
                 self._prober = threading.Thread(
-                    target=self._probe_until_closed, name="questline-redis-probe", daemon=True
+                    target=self._probe_until_closed,
+                    name=f"questline-{self.name.split()[-1].lower()}-probe",
+                    daemon=True,
                 )
                 self._prober.start()
 

@@ -4,6 +4,7 @@ and PostgreSQL are killed and restarted under load.
 
     python scripts/chaos.py                                   # the full run (~3 min)
     python scripts/chaos.py --negative-control --expect-failure
+    python scripts/chaos.py --broker rabbitmq                 # the same, killing RabbitMQ
 
 The run starts its own Redis (a free port, AOF fsync always) and uses its own
 PostgreSQL database on the local server (questline_chaos, or --database, or

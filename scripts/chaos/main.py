@@ -18,6 +18,7 @@ import harness
 
 from . import __doc__ as ABOUT
 from . import log
+from .brokers import ChaosBroker, check_quorum_queues, make_broker
 from .checks import Verdict, verify
 from .events import (
     EventTally,
@@ -60,6 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-pg-restart", action="store_true")
     parser.add_argument("--dispatch", choices=["batch", "per_event"], default="batch")
     parser.add_argument(
+        "--broker",
+        choices=["redis", "rabbitmq"],
+        default="redis",
+        help="the broker to kill and restart: the run's Redis (default), or a RabbitMQ node "
+        "of the run's own (Redis then stays up as the cache)",
+    )
+    parser.add_argument(
         "--database",
         default=DATABASE,
         help="the database to drop and create on the local server (default "
@@ -84,10 +92,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_environment(
-    args: argparse.Namespace, workdir: Path, redis_url: str, database_url: str, probe: Path
+    args: argparse.Namespace,
+    workdir: Path,
+    redis_url: str,
+    database_url: str,
+    probe: Path,
+    broker: ChaosBroker,
 ) -> dict[str, str]:
     """What the workers and the API read."""
     settings = {
+        **broker.env(),
         "QUESTLINE_DATABASE_URL": database_url,
         "QUESTLINE_REDIS_URL": redis_url,
         "QUESTLINE_DATA_DIR": str(workdir),
@@ -117,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="questline-chaos-"))
     probe = workdir / "probe.log"
     redis_server = harness.RedisServer(workdir, durable=True).start()
+    try:
+        broker = make_broker(args.broker, workdir, redis_server)
+    except BaseException:
+        redis_server.stop()
+        raise
     database_url = harness.recreate_database(PG_SERVER, args.database)
-    env = run_environment(args, workdir, redis_server.url, database_url, probe)
+    env = run_environment(args, workdir, redis_server.url, database_url, probe, broker)
     # This process signs up the admin and re-publishes sign-ins: the same settings,
     # without the probe (that is for the workers).
     os.environ.update(
@@ -151,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.wait_until(
             lambda: all("ready." in s.output() for s in slots), 90, "three workers", 0.25
         )
-        run_under_faults(args, api.url, slots, redis_server, probe, verdict)
+        run_under_faults(args, api.url, slots, broker, probe, verdict)
     except Exception as exc:
         verdict.failures.append(f"the run broke: {type(exc).__name__}: {exc}")
     finally:
@@ -159,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             s.stop()
         if api is not None:
             api.stop()
+        broker.stop()
         redis_server.stop()
 
     summary(verdict, args, time.monotonic() - t_start, workdir)
@@ -175,7 +195,7 @@ def run_under_faults(
     args: argparse.Namespace,
     url: str,
     slots: list[WorkerSlot],
-    redis_server: harness.RedisServer,
+    broker: ChaosBroker,
     probe: Path,
     verdict: Verdict,
 ) -> None:
@@ -190,20 +210,21 @@ def run_under_faults(
     log(
         f"{len(players)} players, {sum(p.target for p in players)} sign-ins and "
         f"{sum(targets.values())} gameplay events planned, {len(quests)} sign-in quests, "
-        f"{len(event_quests)} event quests, dispatch={args.dispatch}"
+        f"{len(event_quests)} event quests, dispatch={args.dispatch}, broker={broker.name}"
         + (", NEGATIVE CONTROL" if args.negative_control else "")
     )
 
     tally, faults, events = Tally(), Faults(), EventTally()
     t0 = time.monotonic()
     game = GameLoad(api_key, targets, events)
-    apply_load(args, url, players, slots, redis_server, tally, faults, verdict, t0, game)
+    apply_load(args, url, players, slots, broker, tally, faults, verdict, t0, game)
     load_seconds = time.monotonic() - t0
-    left_unacked = redis_server.client().hlen("unacked")
+    left_unacked = broker.held()[1]
     log(f"load done in {load_seconds:.0f} s; waiting for the queue and outbox to drain", t0)
 
     engine = db.get_engine()
-    drain_seconds = wait_for_drain(engine, redis_server, args.drain_timeout, verdict, t0)
+    drain_seconds = wait_for_drain(engine, broker, args.drain_timeout, verdict, t0)
+    check_quorum_queues(broker, verdict)
     log("drained" if drain_seconds is not None else "did not drain", t0)
 
     by_events, wallets = verify_events(engine, event_quests, events, [p.user_id for p in players])
@@ -221,7 +242,8 @@ def run_under_faults(
         outage_failures = sum(1 for s in outage_attempts if s != "200")
         verdict.check(
             outage_failures == 0 and bool(outage_attempts),
-            f"{outage_failures} of {len(outage_attempts)} sign-ins failed while Redis was down",
+            f"{outage_failures} of {len(outage_attempts)} sign-ins failed while "
+            f"{broker.name} was down",
         )
     verdict.check(not faults.pg_restart_errors, "PostgreSQL could not be restarted")
     verdict.figures.update(
@@ -231,8 +253,9 @@ def run_under_faults(
         main_kills=faults.main_kills,
         child_kills=faults.child_kills,
         worker_restarts=sum(s.starts - 1 for s in slots),
-        redis_kills=faults.redis_kills,
-        redis_stops=faults.redis_stops,
+        broker=broker.name,
+        broker_kills=faults.broker_kills,
+        broker_stops=faults.broker_stops,
         pg_restarts=faults.pg_restarts,
         sweeper_applied=sweeper_applied,
         outage_sign_ins=sum(
@@ -257,7 +280,7 @@ def apply_load(
     url: str,
     players: list[Player],
     slots: list[WorkerSlot],
-    redis_server: harness.RedisServer,
+    broker: ChaosBroker,
     tally: Tally,
     faults: Faults,
     verdict: Verdict,
@@ -303,7 +326,7 @@ def apply_load(
         ),
         threading.Thread(
             target=run_nemesis,
-            args=(slots, redis_server, faults, stop_side, t0),
+            args=(slots, broker, faults, stop_side, t0),
             kwargs={
                 "restart_pg": not args.no_pg_restart and not args.negative_control,
                 "kill_every": 2.0,
@@ -342,13 +365,12 @@ class GameLoad:
 
 
 def wait_for_drain(
-    engine: Any, redis_server: harness.RedisServer, timeout: float, verdict: Verdict, t0: float
+    engine: Any, broker: ChaosBroker, timeout: float, verdict: Verdict, t0: float
 ) -> float | None:
     """Seconds until no sign-in is pending and no message is queued or unacknowledged;
     None (and a failure) if that takes longer than `timeout`."""
     from sqlalchemy import text
 
-    broker = redis_server.client()
     last_report = time.monotonic()
 
     def drained() -> bool:
@@ -360,7 +382,8 @@ def wait_for_drain(
                     "AND processed_at IS NULL AND dead_at IS NULL"
                 )
             ).scalar_one()
-        left = (pending, broker.llen("sign_ins"), broker.hlen("unacked"))
+        # The broker is asked only once the outbox is empty (rabbitmqctl takes a second).
+        left = (pending, *broker.held()) if not pending else (pending, "?", "?")
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
             log(f"pending inputs {left[0]}, queued messages {left[1]}, unacked {left[2]}", t0)
@@ -389,12 +412,14 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("drain_outbox tasks finished / applied",
          f"{f.get('drain_tasks')} / {f.get('applied_by_drain')}"),
         ("applied by the sweeper", f.get("sweeper_applied")),
-        ("messages redelivered after kills", f.get("left_unacked")),
+        ("unacknowledged at the end of the load", f.get("left_unacked")),
+        ("deliveries flagged redelivered", f.get("redelivered")),
         ("SIGKILL worker main / pool child", f"{f.get('main_kills')} / {f.get('child_kills')}"),
         ("worker restarts", f.get("worker_restarts")),
-        ("Redis SIGKILL / 10 s stop", f"{f.get('redis_kills')} / {f.get('redis_stops')}"),
+        ("broker", f.get("broker")),
+        ("broker SIGKILL / 10 s stop", f"{f.get('broker_kills')} / {f.get('broker_stops')}"),
         ("PostgreSQL restarts", f.get("pg_restarts")),
-        ("sign-ins during Redis stop / failed", f"{f.get('outage_sign_ins')} / "
+        ("sign-ins during broker stop / failed", f"{f.get('outage_sign_ins')} / "
          f"{f.get('outage_failures')}"),
         ("(user, quest) capped / not capped", f"{f.get('capped_pairs')} / "
          f"{f.get('uncapped_pairs')}"),

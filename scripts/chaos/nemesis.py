@@ -1,6 +1,7 @@
 """The nemesis: SIGKILLs worker main processes and pool children by PID, SIGKILLs
-Redis and restarts it, restarts PostgreSQL, and stops Redis for 10 s; and the
-restart loops that bring killed workers back, as a process supervisor would."""
+the broker (Redis, or RabbitMQ with --broker rabbitmq) and restarts it, restarts
+PostgreSQL, and stops the broker for 10 s; and the restart loops that bring killed
+workers back, as a process supervisor would."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import harness
 
 from . import log
+from .brokers import ChaosBroker
 
 
 class WorkerSlot:
@@ -86,11 +88,12 @@ class WorkerSlot:
 class Faults:
     main_kills: int = 0
     child_kills: int = 0
-    redis_kills: int = 0
-    redis_stops: int = 0
+    broker_kills: int = 0
+    broker_stops: int = 0
     pg_restarts: int = 0
     pg_restart_errors: list[str] = field(default_factory=list)
-    outage: tuple[float, float] | None = None  # Redis stopped: (from, to), monotonic
+    # The broker stopped: (from, to), monotonic; to = when it answered again.
+    outage: tuple[float, float] | None = None
     schedule_done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -111,7 +114,7 @@ def pg_restart() -> str | None:
 
 def run_nemesis(
     slots: list[WorkerSlot],
-    redis_server: harness.RedisServer,
+    broker: ChaosBroker,
     faults: Faults,
     stop: threading.Event,
     t0: float,
@@ -120,9 +123,9 @@ def run_nemesis(
     kill_every: float,
     duration: float,
 ) -> None:
-    """Kill workers every couple of seconds; Redis and PostgreSQL faults on a schedule."""
+    """Kill workers every couple of seconds; broker and PostgreSQL faults on a schedule."""
     rng = random.Random(11)
-    schedule = [(0.15 * duration, "kill-redis"), (0.6 * duration, "stop-redis")]
+    schedule = [(0.15 * duration, "kill-broker"), (0.6 * duration, "stop-broker")]
     if restart_pg:
         schedule.append((0.4 * duration, "restart-pg"))
     schedule.sort()
@@ -134,12 +137,13 @@ def run_nemesis(
             faults.schedule_done.set()
         elif elapsed >= schedule[0][0]:
             _, what = schedule.pop(0)
-            if what == "kill-redis":
-                log("SIGKILL redis-server, restart it", t0)
-                redis_server.kill(signal.SIGKILL)
-                faults.redis_kills += 1
+            if what == "kill-broker":
+                log(f"SIGKILL {broker.name}, restart it", t0)
+                broker.kill(signal.SIGKILL)
+                faults.broker_kills += 1
                 time.sleep(1)
-                redis_server.start()
+                broker.start()
+                log(f"{broker.name} is back", t0)
             elif what == "restart-pg":
                 log("restart PostgreSQL (-m fast)", t0)
                 error = pg_restart()
@@ -148,15 +152,15 @@ def run_nemesis(
                     log(f"PostgreSQL restart failed: {error}", t0)
                 else:
                     faults.pg_restarts += 1
-            elif what == "stop-redis":
-                log("stop redis-server for 10 s; logins go on", t0)
+            elif what == "stop-broker":
+                log(f"stop {broker.name} for 10 s; logins go on", t0)
                 start = time.monotonic()
-                redis_server.kill(signal.SIGTERM)
-                faults.redis_stops += 1
+                broker.kill(signal.SIGTERM)
+                faults.broker_stops += 1
                 time.sleep(10)
+                broker.start()
                 faults.outage = (start, time.monotonic())
-                redis_server.start()
-                log("redis-server is back", t0)
+                log(f"{broker.name} is back", t0)
             continue
         if time.monotonic() >= next_kill:
             next_kill = time.monotonic() + kill_every

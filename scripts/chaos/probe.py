@@ -22,6 +22,9 @@ def _install_probe(path: str) -> None:
     @signals.task_prerun.connect(weak=False)
     def _started(sender: Any = None, args: Any = None, **_kw: Any) -> None:
         name = getattr(sender, "name", "")
+        delivery = getattr(getattr(sender, "request", None), "delivery_info", None) or {}
+        if delivery.get("redelivered"):
+            write(f"redelivered 0 {os.getpid()}\n")
         if name == "questline.process_sign_in" and args:
             write(f"start {args[0]} {os.getpid()}\n")
         elif name == "questline.drain_outbox":
@@ -44,7 +47,7 @@ if os.environ.get("QUESTLINE_CHAOS_PROBE"):
 def probe_counts(path: Path) -> dict[str, int]:
     starts: collections.Counter[int] = collections.Counter()
     outcomes: collections.Counter[str] = collections.Counter()
-    drains = drained = 0
+    drains = drained = redelivered = 0
     if path.exists():
         for line in path.read_text().splitlines():
             kind, value, extra = (line.split() + ["", "", ""])[:3]
@@ -55,6 +58,8 @@ def probe_counts(path: Path) -> dict[str, int]:
             elif kind == "drain-done":
                 drains += 1
                 drained += int(value)
+            elif kind == "redelivered":
+                redelivered += 1
     return {
         "task_executions": sum(starts.values()),
         "distinct_events": len(starts),
@@ -63,4 +68,5 @@ def probe_counts(path: Path) -> dict[str, int]:
         "applied_by_task": outcomes["applied"],
         "drain_tasks": drains,
         "applied_by_drain": drained,
+        "redelivered": redelivered,
     }
