@@ -14,7 +14,8 @@ Also a private Redis, the three services (one uvicorn process each), one worker
   login      M password logins (POST /auth/login, 2 clients), until all are applied
   reads      R cached catalog reads (GET /quests with a player's token, 4 clients)
   gameplay   E gameplay events in batches of 100 (POST /events, 4 clients) against the
-             benchmark's 20 quests on two event types, until all are applied
+             benchmark's 20 quests on two event types (--quests: some of them), until
+             all are applied
 
 For each load phase: CPU seconds of the API process, of the worker (main process and
 pool children) and of PostgreSQL (postmaster, backends and background processes),
@@ -282,6 +283,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--logins", type=int, default=200, help="password logins")
     p.add_argument("--events", type=int, default=20_000, help="gameplay events")
     p.add_argument("--reads", type=int, default=5000, help="catalog reads")
+    p.add_argument(
+        "--quests",
+        help="comma list of indexes into bench.gameplay.QUESTS to create (default: all 20)",
+    )
     p.add_argument("--idle-seconds", type=float, default=20.0)
     p.add_argument("--json", type=Path, help="write the figures here")
     return p.parse_args(argv)
@@ -397,8 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
         # Gameplay events against the benchmark's 20 quests.
+        from bench import gameplay
         from bench.gameplay import BATCH, _make_key, create_quests, ingestion_batches
 
+        if args.quests:
+            chosen = [gameplay.QUESTS[int(i)] for i in args.quests.split(",")]
+            gameplay.QUESTS[:] = chosen
         b.sql("UPDATE quests SET active = false WHERE quest_id = 1")
         create_quests(b)
         key, _ = _make_key(b)
