@@ -195,6 +195,10 @@ def test_every_role_is_deployed_with_its_scaling_and_budget(
         assert h["spec"]["minReplicas"] >= 2
         (metric,) = h["spec"]["metrics"]
         assert metric["resource"]["name"] == "cpu"
+        # Utilization is a share of the request: every container must request CPU.
+        target = deployments[h["spec"]["scaleTargetRef"]["name"]]
+        for c in target["spec"]["template"]["spec"]["containers"]:
+            assert c["resources"]["requests"]["cpu"], h["metadata"]["name"]
     scaled = of_kind(docs, "ScaledObject")
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {"questline-worker"}
     # The sweeper and the pruner run in workers: never scale them to zero.
@@ -461,6 +465,12 @@ def test_the_ingress_sends_every_route_of_each_service_to_that_service(
         for rule in ingress["spec"]["rules"]
         for p in rule["http"]["paths"]
     ]
+    services = of_kind(built["base"], "Service")
+    for rule in ingress["spec"]["rules"]:
+        for p in rule["http"]["paths"]:
+            backend = p["backend"]["service"]
+            names = {port["name"] for port in services[backend["name"]]["spec"]["ports"]}
+            assert backend["port"]["name"] in names, p
     assert all(p["pathType"] == "Prefix" for r in ingress["spec"]["rules"]
                for p in r["http"]["paths"])  # fmt: skip
 
