@@ -250,6 +250,13 @@ def test_every_container_has_requests_and_limits_and_runs_unprivileged(
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert str(pod["securityContext"]["runAsUser"]) == uid.group(1)
         assert pod["automountServiceAccountToken"] is False
+        # The "restricted" Pod Security Standard (the example namespace enforces it).
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert {next(k for k in v if k != "name") for v in pod["volumes"]} <= {
+            "emptyDir",
+            "secret",
+        }
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
