@@ -408,6 +408,23 @@ def test_only_auth_gets_the_private_key(built: dict[str, list[dict[str, Any]]]) 
             assert public in mounted, name
 
 
+def test_mounted_secrets_are_readable_by_the_unprivileged_user(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Secret files belong to root; the process (not root) reads them through the
+    other-read bit or, with fsGroup, the group-read bit. The private key is not
+    world-readable."""
+    for name, pod, _ in containers(built["base"]):
+        for v in pod.get("volumes", []):
+            if "secret" not in v:
+                continue
+            mode = v["secret"].get("defaultMode", 0o644)
+            group_reads = mode & 0o040 and pod["securityContext"].get("fsGroup") is not None
+            assert mode & 0o004 or group_reads, (name, v["name"], oct(mode))
+            if v["secret"]["secretName"] == "questline-jwt-private":
+                assert not mode & 0o007, (name, oct(mode))
+
+
 def _routes(app_path: str) -> set[str]:
     module, attr = app_path.split(":")
     app = getattr(importlib.import_module(module), attr)
