@@ -215,6 +215,10 @@ def test_every_role_is_deployed_with_its_scaling_and_budget(
         assert len(matched) == 1, (pdb["metadata"]["name"], matched)
         covered |= set(matched)
     assert covered == apis | {"questline-worker"}
+    # An autoscaled Deployment leaves its replica count to the autoscaler: a count in
+    # the manifest would be put back by every apply.
+    for name in apis | {"questline-worker"}:
+        assert "replicas" not in deployments[name]["spec"], name
     # Each Deployment's selector picks its own pods, and only them.
     for name, d in deployments.items():
         selector = d["spec"]["selector"]["matchLabels"]
