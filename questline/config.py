@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -81,8 +81,15 @@ class Settings(BaseSettings):
     # Refresh tokens are deleted this long after they were used, revoked or expired.
     # A used token presented later is "unknown" (401) and no longer revokes its family.
     refresh_token_retention_hours: int = Field(default=720, ge=1)
-    # How often each worker prunes old refresh tokens and idempotency keys.
+    # How often each worker prunes old refresh tokens and idempotency keys (and events,
+    # when event_retention_days is set).
     prune_interval_seconds: float = Field(default=3600, gt=0)
+    # The events table: processed inputs and history stored more than this many days
+    # ago are deleted by the pruner, except inputs an active quest's window still
+    # counts (questline.retention). None (the default) keeps every event: recompute
+    # can rebuild from the whole history and /me/events shows all of it. Trade-offs:
+    # docs/scaling.md, "Retention".
+    event_retention_days: int | None = Field(default=None, ge=1)
 
     # After Redis fails to answer in time, every Redis call of the process (cache,
     # limiter, publishing) fails at once; a background probe tries it this often.
@@ -108,6 +115,19 @@ class Settings(BaseSettings):
     # Test-only switch for the negative control of the fault-injection run:
     # turns off the "already processed?" guard so double delivery double-applies.
     unsafe_disable_idempotency_guard: bool = False
+
+    @model_validator(mode="after")
+    def _retention_outlives_event_age(self) -> Settings:
+        # A game server's retry of a pruned event must be refused as too old, not
+        # stored and applied a second time: events are kept longer than they may be sent.
+        days = self.event_retention_days
+        if days is not None and days * 86_400 <= self.event_max_age_seconds:
+            raise ValueError(
+                "event_retention_days must exceed event_max_age_seconds "
+                f"({self.event_max_age_seconds} s): events must be kept longer than "
+                "they may be sent late"
+            )
+        return self
 
     @property
     def embedded(self) -> bool:

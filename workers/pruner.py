@@ -1,8 +1,9 @@
 """The pruner: a timer thread of its own in each worker's main process.
 
 Every prune_interval_seconds (first a minute after start, so a worker that restarts
-often still prunes) it deletes refresh tokens and claim idempotency keys past their
-retention (questline.retention). Workers may prune at once: deletes are idempotent.
+often still prunes) it deletes refresh tokens, claim idempotency keys and (when a
+retention is set) events past their retention (questline.retention). Workers may
+prune at once: deletes are idempotent.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def prune_once() -> None:
             pruned.refresh_tokens,
             pruned.idempotency_keys,
         )
+    if pruned.events:
+        log.info("pruned %d events past their retention", pruned.events)
 
 
 class Pruner(bootsteps.StartStopStep):

@@ -1,5 +1,5 @@
 """The `questline` command: serve, db upgrade, keys, create-admin, api-key, events, replay,
-recompute, quests apply/export."""
+recompute, quests apply/export, prune."""
 
 from __future__ import annotations
 
@@ -279,6 +279,20 @@ def _quests_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(_args: argparse.Namespace) -> int:
+    from questline import retention
+
+    days = get_settings().event_retention_days
+    pruned = retention.prune()
+    print(
+        f"pruned {pruned.refresh_tokens} refresh tokens, {pruned.idempotency_keys} "
+        f"idempotency keys and {pruned.events} events"
+    )
+    if days is None:
+        print("events are kept forever: QUESTLINE_EVENT_RETENTION_DAYS is not set")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from questline.commands.embedded import serve
 
@@ -386,6 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=["yaml", "json"], help="default: yaml")
     export.add_argument("-o", "--output", metavar="FILE", help="write FILE (format by extension)")
     export.set_defaults(func=_quests_export)
+
+    sub.add_parser(
+        "prune",
+        help="delete rows past their retention now (the workers also do it on a timer)",
+        description="Delete refresh tokens and claim idempotency keys past their retention "
+        "and, when QUESTLINE_EVENT_RETENTION_DAYS is set, old events (inputs an active "
+        "quest still counts are kept). Every worker does the same every "
+        "QUESTLINE_PRUNE_INTERVAL_SECONDS.",
+    ).set_defaults(func=_prune)
 
     args = parser.parse_args(argv)
     code: int = args.func(args)

@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, and_, delete, func, not_, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -79,3 +79,82 @@ def get_input(session: Session, event_id: int) -> InputStatusRow | None:
             Event.processed_at,
         ).where(Event.event_id == event_id, Event.occurred_at.is_not(None))
     ).one_or_none()
+
+
+# --- retention (questline.retention) -------------------------------------------------
+
+
+def first_event_id(session: Session) -> int | None:
+    """The lowest event id stored, or None when the table is empty."""
+    return session.scalar(select(func.min(Event.event_id)))
+
+
+def last_event_stored_before(session: Session, before: datetime) -> int | None:
+    """About the highest event id stored before `before`, or None if none was.
+
+    Event ids grow with the time rows are stored (a sequence, taken at insert), so a
+    binary search on the primary key finds the boundary in a few dozen index lookups,
+    with no index on created_at. Near the boundary the order may differ by the length
+    of a transaction; callers still test created_at on each row they delete."""
+    low = first_event_id(session)
+    high = session.scalar(select(func.max(Event.event_id)))
+    if low is None or high is None:
+        return None
+
+    def stored_at(event_id: int) -> datetime:
+        # The first row at or after event_id (ids have gaps).
+        found = session.scalar(
+            select(Event.created_at)
+            .where(Event.event_id >= event_id)
+            .order_by(Event.event_id)
+            .limit(1)
+        )
+        assert found is not None
+        return found
+
+    if stored_at(low) >= before:
+        return None
+    while low < high:
+        middle = (low + high + 1) // 2
+        if stored_at(middle) < before:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def delete_old_events(
+    session: Session,
+    *,
+    first_id: int,
+    last_id: int,
+    before: datetime,
+    kept: Sequence[tuple[str, datetime | None, datetime | None]] | None,
+) -> int:
+    """Delete, among event ids first_id..last_id, the history entries stored before
+    `before` and the processed inputs that both occurred and were stored before it,
+    except inputs inside a kept window (event type, start, end: occurred_at in
+    [start, end), None unbounded). `kept` None keeps every input. How many went."""
+    in_range = Event.event_id.between(first_id, last_id)
+    history = and_(Event.occurred_at.is_(None), Event.created_at < before)
+    old = history
+    if kept is not None:
+        inputs = and_(
+            Event.occurred_at.is_not(None),
+            Event.processed_at.is_not(None),
+            Event.occurred_at < before,
+            Event.created_at < before,
+        )
+        windows = [
+            and_(
+                Event.type == event_type,
+                *([Event.occurred_at >= start] if start is not None else []),
+                *([Event.occurred_at < end] if end is not None else []),
+            )
+            for event_type, start, end in kept
+        ]
+        if windows:
+            inputs = and_(inputs, not_(or_(*windows)))
+        old = or_(history, inputs)
+    result = session.execute(delete(Event).where(in_range, old))
+    return int(getattr(result, "rowcount", 0) or 0)
