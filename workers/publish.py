@@ -11,6 +11,11 @@ breaker (questline.infra.kv.shared_breaker), so while Redis does not answer the 
 drops messages at once instead of waiting out a socket timeout for each. Dropping
 is safe: the input is already durable, and the sweeper applies it.
 
+Catalog writes (questline.catalog.cache.CatalogChanged) are also published here, on the
+Redis channel CATALOG_CHANNEL, after this process has noted the new version: the gRPC
+server's WatchCatalog streams wake on it (they also poll the version, so a lost
+message only delays them).
+
 Importing this module registers the sender; the API (api/factory.py), the workers
 (workers/celery_app.py) and the CLI import it.
 
@@ -33,14 +38,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from questline.catalog import cache
+from questline.catalog.cache import CatalogChanged
 from questline.config import get_settings
 from questline.infra import after_commit
-from questline.infra.kv import KeyValueError, get_kv, shared_breaker
+from questline.infra.kv import KeyValueError, RedisKeyValue, get_kv, shared_breaker
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
 
 log = logging.getLogger(__name__)
 
 WAKEUP_KEY = "ql:outbox:wakeup-pending"
+# Redis pub/sub channel of catalog writes: the message is the new catalog version.
+CATALOG_CHANNEL = "ql:catalog:changed"
 
 # Messages waiting for the publishing thread. Beyond this a burst during a broker
 # outage is dropped rather than held in memory: the sweeper has every sign-in anyway.
@@ -48,7 +57,7 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
+Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting | CatalogChanged
 
 
 def batching() -> bool:
@@ -125,7 +134,12 @@ class Publisher:
     def _publish(self, batch: Sequence[Message]) -> None:
         sends: list[Callable[[], None]] = []
         wake = False
+        catalog_versions = [m.version for m in batch if isinstance(m, CatalogChanged)]
+        if catalog_versions:
+            sends.append(_catalog_changed_sender(max(catalog_versions)))
         for message in batch:
+            if isinstance(message, CatalogChanged):
+                continue
             if isinstance(message, SignInReplayed):
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
@@ -171,6 +185,20 @@ def _process_sign_in_sender(event_id: int, user_id: int | None) -> Callable[[], 
     return send
 
 
+def _catalog_changed_sender(version: int) -> Callable[[], None]:
+    def send() -> None:
+        kv = get_kv()
+        if isinstance(kv, RedisKeyValue):  # embedded: no gRPC server to tell
+            kv.client.publish(CATALOG_CHANNEL, str(version))
+
+    return send
+
+
+def _catalog_written(message: CatalogChanged) -> None:
+    cache.note_version(message.version)  # this process's cache first, at once
+    publisher.submit(message)
+
+
 def wake_drainer() -> None:
     """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the flag."""
     from workers.tasks import drain_outbox
@@ -203,3 +231,4 @@ after_commit.register(SignInStored, publisher.submit)
 after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
+after_commit.register(CatalogChanged, _catalog_written)

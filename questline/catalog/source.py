@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from questline.catalog import repository
 from questline.catalog.definitions import quest_definition
+from questline.config import get_settings
 from questline.engine import QuestDef, QuestInvalid
 
 
@@ -71,7 +72,7 @@ class Catalog:
 
 
 class CatalogSource(Protocol):
-    """Quest definitions for the caller's transaction (database today, gRPC later)."""
+    """Quest definitions for the caller's transaction (database or gRPC)."""
 
     def current(self, session: Session) -> Catalog:
         """The catalog as of `session`'s transaction, at its current version."""
@@ -120,5 +121,13 @@ _database = DatabaseCatalog()
 
 
 def catalog_source() -> CatalogSource:
-    """The source this process reads definitions from (the database)."""
-    return _database
+    """The source this process reads definitions from: the catalog's gRPC server when
+    QUESTLINE_CATALOG_GRPC names one (not in the embedded mode), else the database."""
+    settings = get_settings()
+    if settings.catalog_grpc is None or settings.embedded:
+        return _database
+    from questline.catalog import grpc_source
+
+    return grpc_source.shared(
+        settings.catalog_grpc, timeout=settings.catalog_grpc_timeout_seconds
+    )
