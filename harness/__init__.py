@@ -16,10 +16,12 @@ from harness.processes import (
     wait_until,
 )
 from harness.services import (
+    GrpcServer,
     RedisServer,
     Server,
     recreate_database,
     scratch_database,
+    start_grpc_server,
     start_server,
     start_worker,
     wait_worker_ready,
@@ -28,6 +30,8 @@ from harness.services import (
 
 __all__ = [
     "ROOT",
+    "GrpcServer",
+    "start_grpc_server",
     "Process",
     "RedisServer",
     "Server",

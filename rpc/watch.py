@@ -57,18 +57,18 @@ class CatalogWatch:
             self._changed.notify_all()
 
     def newer_than(self, known: int, *, wait: float) -> catalog_pb2.CatalogChange | None:
-        """The latest catalog if its version is not `known`, waiting up to `wait` seconds
+        """The latest catalog if its version is above `known`, waiting up to `wait` seconds
         for one; None if there is none yet (or the server is stopping)."""
         with self._changed:
             self._changed.wait_for(
                 lambda: self._stop.is_set()
-                or (self._latest is not None and self._latest.catalog_version != known),
+                or (self._latest is not None and self._latest.catalog_version > known),
                 timeout=wait,
             )
             if self._stop.is_set():
                 return None
             latest = self._latest
-        if latest is None or latest.catalog_version == known:
+        if latest is None or latest.catalog_version <= known:
             return None
         return latest
 

@@ -68,7 +68,16 @@ class GrpcCatalog:
         self._copy: Catalog | None = None
         self._problem = "not connected yet"
         self._stop = threading.Event()
-        self._channel = grpc.insecure_channel(target)
+        # gRPC's own reconnect backoff grows to 2 minutes; a catalog server back from a
+        # restart must be found within seconds, while events wait for it.
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", int(BACKOFF_MAX * 1000)),
+            ],
+        )
         self._stub = catalog_pb2_grpc.CatalogStub(self._channel)
         self._stream: Any = None  # the open WatchCatalog call (cancelled by close)
         self._watcher = threading.Thread(target=self._watch, name="catalog-grpc", daemon=True)

@@ -64,8 +64,8 @@ def quest_message(view: Mapping[str, Any]) -> catalog_pb2.Quest:
         if view[name] is not None:
             getattr(quest, name).CopyFrom(_timestamp(datetime.fromisoformat(view[name])))
     try:
+        parse_quest(view)  # the engine's reason first, as the database source gives it
         quest.trigger.CopyFrom(trigger_message(view["trigger"]))
-        parse_quest(view)
     except (QuestInvalid, NotRepresentable, TypeError, ValueError) as exc:
         reason = exc.detail if isinstance(exc, QuestInvalid) else str(exc)
         quest.invalid_reason = f"quest {view['quest_id']} is invalid: {reason}"

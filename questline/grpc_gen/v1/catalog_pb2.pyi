@@ -125,8 +125,8 @@ class WatchCatalogRequest(_message.Message):
 
     KNOWN_VERSION_FIELD_NUMBER: _builtins.int
     known_version: _builtins.int
-    """Skip the first message if the catalog is still at this version (0: always send
-    the current catalog first). A client that reconnects passes the version it holds.
+    """Send only catalogs above this version (0: the current catalog comes first). A
+    client that holds a copy passes its version and hears only of newer ones.
     """
     def __init__(
         self,
