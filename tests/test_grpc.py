@@ -17,8 +17,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, text
 
 from models import Event
@@ -503,3 +506,68 @@ def _waiting_on_a_lock() -> bool:
                 )
             )
         )
+
+
+# --- fuzzing RecordEvents -----------------------------------------------------------
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+_attr_values = st.one_of(
+    st.builds(events_pb2.AttrValue, string_value=_text),
+    st.builds(events_pb2.AttrValue, int_value=st.integers(-(2**63), 2**63 - 1)),
+    st.builds(events_pb2.AttrValue, number_value=st.floats()),
+    st.builds(events_pb2.AttrValue, bool_value=st.booleans()),
+    st.just(events_pb2.AttrValue()),  # no kind at all
+)
+_stamps = st.builds(
+    Timestamp,
+    seconds=st.one_of(
+        st.integers(-(2**40), 2**40),
+        st.integers(int(time.time()) - 200_000, int(time.time()) + 200),
+    ),
+    nanos=st.one_of(st.integers(0, 999_999_999), st.integers(-(2**31), 2**31 - 1)),
+)
+
+
+@st.composite
+def _events(draw: st.DrawFn, users: list[int]) -> events_pb2.Event:
+    message = events_pb2.Event(
+        user_id=draw(st.one_of(st.sampled_from(users), st.integers(-(2**63), 2**63 - 1))),
+        type=draw(st.one_of(st.from_regex(r"[a-z0-9_.:-]{1,64}", fullmatch=True), _text)),
+        idempotency_key=draw(st.one_of(st.uuids().map(str), _text)),
+    )
+    if draw(st.booleans()):
+        message.value = draw(st.floats())
+    for name, value in draw(st.dictionaries(_text, _attr_values, max_size=18)).items():
+        message.attrs[name].CopyFrom(value)
+    if draw(st.booleans()):
+        message.occurred_at.CopyFrom(draw(_stamps))
+    return message
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_fuzzed_batches_never_fail_inside_and_store_nothing_when_refused(
+    events: events_pb2_grpc.EventsStub, fuzz_key: tuple[str, list[int]], data: st.DataObject
+) -> None:
+    key, users = fuzz_key
+    batch = data.draw(st.lists(_events(users), min_size=0, max_size=4))
+    before = stored_count()
+    code, details = code_of(lambda: record(events, key, *batch))
+    assert code in (
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ), details
+    if code is not grpc.StatusCode.OK:
+        assert stored_count() == before, details
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            assert details.startswith("events"), details
+
+
+@pytest.fixture
+def fuzz_key() -> tuple[str, list[int]]:
+    return make_key(["events:write", "events:backfill"]), make_users(3)
