@@ -39,6 +39,8 @@ def _code(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code()  # type: ignore[attr-defined]  # set by abort(); not in the stubs
     if isinstance(code, grpc.StatusCode):
         return code.name
+    if not context.is_active():
+        return "CANCELLED"  # the client went away (a watch stream closed by its client)
     return "INTERNAL" if failed else "OK"
 
 

@@ -196,3 +196,54 @@ def test_events_wait_for_the_catalog_server_and_apply_with_the_new_definition(
     with db.transaction() as session:
         assert f.progress(session, user, quest) == (0, 2)
         assert len(f.rewards(session, user, quest)) == 2
+
+
+@pytest.mark.usefixtures("no_worker")
+def test_a_pool_child_forked_after_the_main_process_used_grpc_reads_the_catalog(
+    grpc_server: support.harness.GrpcServer,
+) -> None:
+    """The sweeper runs in the worker's main process, so that process holds a gRPC channel
+    when Celery forks a replacement for a dead pool child; the child makes its own."""
+    import signal
+
+    from sqlalchemy import select
+
+    from models import Event
+    from tests.factories import GameEvent
+    from workers.tasks import process_sign_in
+
+    with db.transaction() as session:
+        quest = f.add_v2_quest(session, target=1, trigger={"event": "match_won"}).quest_id
+        user = f.add_user(session).user_id
+
+    def pending() -> int:
+        with db.transaction() as session:
+            unprocessed = select(Event.event_id).where(
+                Event.user_id == user, Event.type == "match_won", Event.processed_at.is_(None)
+            )
+            return len(list(session.scalars(unprocessed)))
+
+    worker = support.start_worker(
+        concurrency=1, name="worker-grpc-fork", QUESTLINE_CATALOG_GRPC=grpc_server.target
+    )
+    try:
+        with db.transaction() as session:  # no wake-up: the main process's sweeper takes it
+            f.add_events(session, user, [GameEvent("match_won", f.utcnow())])
+        support.wait_until(lambda: pending() == 0, 60, "the sweeper to apply the event")
+        assert "sweeper applied" in worker.output()
+        (child,) = support.harness.children_of(worker.pid)
+        support.harness.send_signal(child, signal.SIGKILL)
+        support.wait_until(
+            lambda: [c for c in support.harness.children_of(worker.pid) if c != child],
+            60,
+            "a new pool child",
+        )
+        with db.transaction() as session:  # the new child alone may take this one
+            ids = f.add_events(session, user, [GameEvent("match_won", f.utcnow())])
+            f.keep_from_sweeper(session, ids)
+        process_sign_in.delay(ids[0])  # by id: the drain skips it as the sweeper does
+        support.wait_until(lambda: pending() == 0, 60, "the new child to apply the event")
+    finally:
+        worker.stop()
+    with db.transaction() as session:
+        assert f.progress(session, user, quest)[1] == 2
