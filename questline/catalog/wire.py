@@ -193,7 +193,7 @@ def _event(event: events_pb2.Event) -> dict[str, Any]:
     if event.attrs:
         raw["attrs"] = {name: _attr(value) for name, value in event.attrs.items()}
     if event.HasField("occurred_at"):
-        raw["occurred_at"] = _iso_or_invalid(event.occurred_at)
+        raw["occurred_at"] = _instant_or_invalid(event.occurred_at)
     return raw
 
 
@@ -203,12 +203,13 @@ def _attr(value: events_pb2.AttrValue) -> str | int | float | bool | None:
     return None if kind is None else getattr(value, kind)
 
 
-def _iso_or_invalid(stamp: Timestamp) -> str:
-    """The timestamp in ISO-8601, or a text the validation refuses when it is no instant."""
+def _instant_or_invalid(stamp: Timestamp) -> datetime | str:
+    """The timestamp as a UTC datetime, or a text the validation refuses ("must be an
+    ISO-8601 timestamp") when it is no instant a datetime can hold."""
     if not 0 <= stamp.nanos < 1_000_000_000:
         return f"invalid timestamp ({stamp.seconds} s, {stamp.nanos} ns)"
     try:
-        return _iso(stamp)
+        return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
     except (OverflowError, ValueError):
         return f"invalid timestamp ({stamp.seconds} s)"
 
