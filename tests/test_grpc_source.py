@@ -247,3 +247,29 @@ def test_a_pool_child_forked_after_the_main_process_used_grpc_reads_the_catalog(
         worker.stop()
     with db.transaction() as session:
         assert f.progress(session, user, quest)[1] == 2
+
+
+def test_processing_shows_the_player_quests_from_the_grpc_copy(
+    grpc_server: support.harness.GrpcServer,
+    client: httpx.Client,
+    admin: dict[str, str],
+    make_player: Any,
+) -> None:
+    target = {"QUESTLINE_CATALOG_GRPC": grpc_server.target}
+    processing = support.start_server("api.processing.main:app", name="processing-views", **target)
+    try:
+        player = make_player()
+        new_quest(client, admin, trigger={"event": "match_won"}, target=3, period="day")
+        over_grpc = httpx.get(f"{processing.url}/me/quests", headers=player.headers, timeout=30)
+        assert over_grpc.status_code == 200, over_grpc.text
+        assert over_grpc.json() == player.get("/me/quests").json()  # this app: the database
+        # The copy is what processing reads: once it cannot be brought up to date, the
+        # answer is 503 (retry), never the list from before the write.
+        grpc_server.stop()
+        new_quest(client, admin, trigger={"event": "match_won"}, target=5)
+        r = httpx.get(f"{processing.url}/me/quests", headers=player.headers, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert "catalog server" in r.json()["detail"]
+    finally:
+        processing.stop()

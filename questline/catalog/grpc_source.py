@@ -21,6 +21,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -55,7 +56,8 @@ def catalog_from(version: int, quests: list[catalog_pb2.Quest]) -> Catalog:
             except QuestInvalid as exc:
                 reason = f"quest {quest.quest_id} is invalid: {exc.detail}"
         broken.append(BrokenQuest(quest.quest_id, quest.trigger.event or None, reason))
-    return Catalog(version=version, quests=tuple(parsed), broken=tuple(broken))
+    views = tuple(wire.quest_view(quest) for quest in quests)
+    return Catalog(version=version, quests=tuple(parsed), broken=tuple(broken), views=views)
 
 
 class GrpcCatalog:
@@ -99,6 +101,21 @@ class GrpcCatalog:
                 f"the database is at {version}"
             )
         return copy
+
+    def quest_views(self, session: Session) -> list[Mapping[str, Any]]:
+        """The copy's quest views, refreshed first if the catalog version `session` sees
+        (read without a lock: a view grants nothing) differs; CatalogUnavailable if the
+        server cannot bring it."""
+        version = repository.catalog_version(session)
+        copy = self._copy
+        if copy is None or copy.version != version:
+            copy = self.refresh()
+            if copy.version < version:
+                raise CatalogUnavailable(
+                    f"the catalog server at {self.target} answered version {copy.version}; "
+                    f"the database is at {version}"
+                )
+        return list(copy.views)
 
     # --- the copy ---------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,9 @@ class Catalog:
     version: int
     quests: tuple[QuestDef, ...]
     broken: tuple[BrokenQuest, ...] = ()
+    # The active quests as the API shows them (catalog.service.quest_view), when the
+    # source has them (the gRPC copy); the player's views are built from these.
+    views: tuple[Mapping[str, Any], ...] = ()
     _by_type: Mapping[str, tuple[QuestDef, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -78,6 +81,11 @@ class CatalogSource(Protocol):
         """The catalog as of `session`'s transaction, at its current version."""
         ...
 
+    def quest_views(self, session: Session) -> list[Mapping[str, Any]]:
+        """The active quests as the API shows them, at least as new as the catalog
+        version `session` sees (for the player's views; nothing is granted on them)."""
+        ...
+
 
 class DatabaseCatalog:
     """Definitions read from the database, kept in this process per catalog version."""
@@ -98,6 +106,12 @@ class DatabaseCatalog:
         with self._lock:
             self._copies[where] = (stamp, catalog)
         return catalog
+
+    def quest_views(self, session: Session) -> list[Mapping[str, Any]]:
+        """The catalog service's cached views (keyed by the catalog version)."""
+        from questline.catalog import service
+
+        return list(service.list_quests(session))
 
 
 def load(session: Session, version: int) -> Catalog:
