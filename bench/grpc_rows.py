@@ -120,9 +120,9 @@ def _grpc_servers(b: Bench, n: int) -> list[harness.GrpcServer]:
 
 
 def measure_grpc_ingestion(b: Bench, n_batches: int, connections: int) -> dict[str, Any]:
-    """Events/s stored by RecordEvents and by POST /events, the same batches of 100, run
-    HTTP, gRPC, HTTP, gRPC: the faster run of each side counts (a stall of the shared
-    machine must not decide the ratio)."""
+    """Events/s stored by RecordEvents and by POST /events, the same batches of 100, in
+    three rounds of HTTP then gRPC: the faster run of each side counts (a stall of the
+    shared machine must not decide the ratio), and each round's own ratio is kept."""
     n_users = 1000
     b.reset()
     b.make_users(n_users)
@@ -140,7 +140,7 @@ def measure_grpc_ingestion(b: Bench, n_batches: int, connections: int) -> dict[s
     api = b.api("api.processing.main:app", b.processes)
     servers = _grpc_servers(b, b.processes)
     try:
-        for _ in range(2):
+        for _ in range(3):
             b.sql("DELETE FROM events")
             with_http, failed = asyncio.run(_post_batches(api.port, key, batches, connections))
             http_runs.append(with_http)
@@ -162,6 +162,7 @@ def measure_grpc_ingestion(b: Bench, n_batches: int, connections: int) -> dict[s
         "grpc": max(grpc_runs),
         "http_runs": http_runs,
         "grpc_runs": grpc_runs,
+        "round_ratios": sorted(g / h for g, h in zip(grpc_runs, http_runs, strict=True)),
         "connections": connections,
         "events": sent,
         "problem": "; ".join(p for p in problems if p),

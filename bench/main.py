@@ -139,7 +139,8 @@ class Run:
             f"clients: RecordEvents over gRPC {r['grpc']:,.0f} events/s vs POST /events "
             f"{r['http']:,.0f} events/s = {ratio:.2f} (target >= 1.5; runs gRPC "
             f"{', '.join(f'{x:,.0f}' for x in r['grpc_runs'])}, HTTP "
-            f"{', '.join(f'{x:,.0f}' for x in r['http_runs'])}), "
+            f"{', '.join(f'{x:,.0f}' for x in r['http_runs'])}; per round "
+            f"{', '.join(f'{x:.2f}' for x in r['round_ratios'])}), "
             f"{'exact' if not r['problem'] else 'NOT EXACT: ' + r['problem']}"
         )
         if r["problem"]:
