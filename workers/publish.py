@@ -38,11 +38,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+import redis
+
 from questline.catalog import cache
 from questline.catalog.cache import CatalogChanged
 from questline.config import get_settings
 from questline.infra import after_commit
-from questline.infra.kv import KeyValueError, RedisKeyValue, get_kv, shared_breaker
+from questline.infra.kv import KeyValueError, get_kv, shared_breaker
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ class Publisher:
         wake = False
         catalog_versions = [m.version for m in batch if isinstance(m, CatalogChanged)]
         if catalog_versions:
-            sends.append(_catalog_changed_sender(max(catalog_versions)))
+            announce_catalog(max(catalog_versions))
         for message in batch:
             if isinstance(message, CatalogChanged):
                 continue
@@ -185,13 +187,26 @@ def _process_sign_in_sender(event_id: int, user_id: int | None) -> Callable[[], 
     return send
 
 
-def _catalog_changed_sender(version: int) -> Callable[[], None]:
-    def send() -> None:
-        kv = get_kv()
-        if isinstance(kv, RedisKeyValue):  # embedded: no gRPC server to tell
-            kv.client.publish(CATALOG_CHANNEL, str(version))
+_announcer: list[redis.Redis] = []  # this process's client for announcements (one)
 
-    return send
+
+def announce_catalog(version: int) -> None:
+    """Tell the gRPC server's watchers that the catalog is at `version` (best-effort).
+
+    A client of its own, outside the store's circuit breaker: a catalog write is rare,
+    its announcement is only a hint (the watchers poll the version too), and a failed
+    one must not switch the process's cache and limits off Redis for a while."""
+    url = get_settings().redis_url
+    if url is None:
+        return  # embedded: no gRPC server to tell
+    try:
+        if not _announcer:
+            _announcer.append(
+                redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            )
+        _announcer[0].publish(CATALOG_CHANNEL, str(version))
+    except (redis.RedisError, OSError) as exc:
+        log.warning("catalog version %d not announced (%s); watchers poll it", version, exc)
 
 
 def _catalog_written(message: CatalogChanged) -> None:
@@ -227,6 +242,7 @@ def clear_wakeup() -> None:
 
 publisher = Publisher()
 os.register_at_fork(after_in_child=publisher._reset)
+os.register_at_fork(after_in_child=_announcer.clear)
 after_commit.register(SignInStored, publisher.submit)
 after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
