@@ -457,6 +457,24 @@ def test_over_the_per_user_limit_is_resource_exhausted_with_retry_after(
     assert stored_count() == PER_MINUTE
 
 
+def test_a_database_that_does_not_answer_is_unavailable_not_internal(database: str) -> None:
+    dead = f"postgresql+psycopg2://nobody@127.0.0.1:{support.free_port()}/questline"
+    with (
+        support.start_grpc_server(name="grpc-no-db", QUESTLINE_DATABASE_URL=dead) as server,
+        grpc.insecure_channel(server.target) as ch,
+    ):
+        catalog = catalog_pb2_grpc.CatalogStub(ch)
+        events = events_pb2_grpc.EventsStub(ch)
+        for call in (
+            lambda: catalog.GetQuest(catalog_pb2.GetQuestRequest(quest_id=1), timeout=30),
+            lambda: catalog.ListQuests(catalog_pb2.ListQuestsRequest(), timeout=30),
+            lambda: record(events, "qlk_any", game_event(1, "k")),
+        ):
+            code, details = code_of(call)
+            assert code is grpc.StatusCode.UNAVAILABLE, details
+            assert "retry" in details
+
+
 def test_a_conflicting_key_is_aborted_not_internal() -> None:
     from questline.errors import Conflict
     from rpc.errors import CODES
