@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # calls in flight may finish after SIGTERM.
     grpc_port: int = Field(default=50051, ge=1, le=65535)
     grpc_metrics_port: int | None = Field(default=9464, ge=1, le=65535)
-    grpc_max_workers: int = Field(default=64, ge=2, le=1024)
+    grpc_max_workers: int = Field(default=256, ge=2, le=4096)
     grpc_watch_poll_seconds: float = Field(default=0.25, gt=0, le=30)
     grpc_shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
     # host:port of `questline grpc`: processing and the workers read quest definitions
