@@ -16,6 +16,7 @@ COPY api ./api
 COPY workers ./workers
 COPY models ./models
 COPY questline ./questline
+COPY rpc ./rpc
 COPY migrations ./migrations
 RUN pip install . \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin questline \

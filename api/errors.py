@@ -90,8 +90,14 @@ def _document_errors(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def transient_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A service the request needs is away (the catalog's gRPC server): 503, retry."""
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, domain_error_handler)
+    app.add_exception_handler(db.TransientError, transient_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _document_errors(app)
     app.add_exception_handler(DBAPIError, database_error_handler)

@@ -58,7 +58,9 @@ class QuestlineAPI(FastAPI):
 
 
 def create_app(title: str, service: str, routers: list[APIRouter]) -> FastAPI:
-    readiness = observability.Readiness()
+    # Processing (and the all-in-one app) apply quest definitions: with
+    # QUESTLINE_CATALOG_GRPC, readiness also says whether the catalog's server answers.
+    readiness = observability.Readiness(catalog=service != "auth" and service != "catalog")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

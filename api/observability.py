@@ -32,6 +32,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from questline import outbox
+from questline.config import get_settings
 from questline.infra import migrate
 from questline.infra.db import get_engine
 
@@ -120,11 +121,27 @@ def check_broker() -> None:
     broker.readiness_check()
 
 
+def check_catalog_grpc() -> None:
+    """The catalog's gRPC server (QUESTLINE_CATALOG_GRPC) answers: without it, events
+    wait instead of being applied against an old copy of the catalog."""
+    from questline.catalog.grpc_source import GrpcCatalog
+    from questline.catalog.source import catalog_source
+
+    source = catalog_source()
+    if isinstance(source, GrpcCatalog):
+        problem = source.problem()
+        if problem:
+            raise ConnectionError(f"catalog gRPC unreachable: {problem}")
+
+
 class Readiness:
     """The checks behind /readyz and the start-up report, and what was last logged."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, catalog: bool = False) -> None:
         self._logged: dict[str, str] = {}
+        settings = get_settings()
+        # Only where definitions are read over gRPC (not in the embedded mode).
+        self._catalog = catalog and settings.catalog_grpc is not None and not settings.embedded
 
     async def _run(self, check: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -164,12 +181,27 @@ class Readiness:
         checks["broker"] = "ok"
         self._report("broker", "")
 
+    async def _catalog_grpc(self, checks: dict[str, str]) -> None:
+        if not self._catalog:
+            return
+        try:
+            await self._run(check_catalog_grpc)
+        except Exception as exc:
+            checks["catalog_grpc"] = "failed"
+            self._report("catalog_grpc", _describe(exc))
+            return
+        checks["catalog_grpc"] = "ok"
+        self._report("catalog_grpc", "")
+
     async def check(self) -> dict[str, str]:
         """Each check's name and "ok" or "failed"; the schema only once the database answers."""
         database: dict[str, str] = {}
         broker: dict[str, str] = {}
-        await asyncio.gather(self._database(database), self._broker(broker))
-        return {**database, **broker}
+        catalog: dict[str, str] = {}
+        await asyncio.gather(
+            self._database(database), self._broker(broker), self._catalog_grpc(catalog)
+        )
+        return {**database, **broker, **catalog}
 
     async def report_at_start(self) -> None:
         """Log, once, what keeps the service from being ready (an unmigrated schema)."""

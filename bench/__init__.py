@@ -18,6 +18,10 @@ the same number of processes:
                     sustained sign-ins/s and sign-in -> processed lag p50/p95/p99
   (e) API paths     password login vs bare argon2 verification; cached GET /quests
                     vs a bare FastAPI JSON endpoint
+  (f) ingestion     POST /events vs a raw multi-row INSERT loop
+  (g) gameplay      the gameplay drain (20 quests) vs the sign-in drain
+  (h) gRPC          RecordEvents vs POST /events with the same batches; the gameplay
+                    drain with the gRPC catalog source vs the database source
 
 Every run that applies sign-ins is checked for exactness afterwards: applied =
 sent, and every user's progress, rewards and history match their sign-in count.

@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of parts to skip: a,b,c,d,e,f,g; rabbitmq skips (c) on RabbitMQ",
+        help="comma list of parts to skip: a,b,c,d,e,f,g,h; rabbitmq skips (c) on RabbitMQ",
     )
     parser.add_argument("--plot", type=Path, default=harness.ROOT / "docs" / "performance.png")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
@@ -135,6 +135,46 @@ class Run:
             self.ingestion()
         if "g" not in self.skip:
             self.gameplay()
+        if "h" not in self.skip:
+            self.grpc()
+
+    def grpc(self) -> None:
+        from bench.grpc_rows import measure_grpc_ingestion, measure_grpc_source_drain
+
+        n_batches = 400 if self.quick else 2000
+        connections = 4 * self.b.processes
+        r = measure_grpc_ingestion(self.b, n_batches, connections)
+        ratio = r["grpc"] / r["http"]
+        say(
+            f"(h) ingestion, batches of 100, {self.b.processes} server proc, {connections} "
+            f"clients: RecordEvents over gRPC {r['grpc']:,.0f} events/s vs POST /events "
+            f"{r['http']:,.0f} events/s = {ratio:.2f} (target >= 1.5; runs gRPC "
+            f"{', '.join(f'{x:,.0f}' for x in r['grpc_runs'])}, HTTP "
+            f"{', '.join(f'{x:,.0f}' for x in r['http_runs'])}; per round "
+            f"{', '.join(f'{x:.2f}' for x in r['round_ratios'])}), "
+            f"{'exact' if not r['problem'] else 'NOT EXACT: ' + r['problem']}"
+        )
+        if r["problem"]:
+            self.failures.append(f"gRPC ingestion: {r['problem']}")
+        self.rows.append(("(h) ingestion, RecordEvents, batches of 100", r["grpc"], "events/s"))
+        self.rows.append(("(h) ingestion, POST /events, same batches", r["http"], "events/s"))
+        self.results["grpc_ingestion"] = {**r, "ratio": ratio}
+
+        d = measure_grpc_source_drain(self.b, self.events)
+        say(
+            f"(h) gameplay drain in one process, batches of 200 taken in turn, "
+            f"{d['events']:,} inputs: per event {d['cost_us']['grpc']:,.0f} us with the gRPC "
+            f"catalog source vs {d['cost_us']['database']:,.0f} us with the database source = "
+            f"{d['overhead'] * 100:+.1f}% (target < 5%; {d['list_quests_calls']} ListQuests "
+            f"calls), {'exact' if not d['problem'] else 'NOT EXACT: ' + d['problem']}"
+        )
+        if d["problem"]:
+            self.failures.append(f"gRPC source drain: {d['problem']}")
+        self.rows.append(("(h) gameplay drain, gRPC catalog source, 1 proc", d["grpc"], "inputs/s"))
+        self.rows.append(
+            ("(h) gameplay drain, database catalog source, 1 proc", d["database"], "inputs/s")
+        )
+        self.results["grpc_source_drain"] = d
 
     def ingestion(self) -> None:
         n_batches = 400 if self.quick else 2000

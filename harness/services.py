@@ -122,6 +122,59 @@ def start_server(
     return server
 
 
+# --- the gRPC server --------------------------------------------------------------------
+
+
+class GrpcServer(Process):
+    """`questline grpc` on 127.0.0.1:port, its /metrics on metrics_port."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        name: str = "grpc",
+        port: int | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        args = [PY, "-m", "questline.commands.cli", "grpc", "--port", str(self.port)]
+        args += ["--metrics-port", str(self.metrics_port)]
+        super().__init__(args, env, log_path(log_dir, name))
+
+    def serving(self) -> bool:
+        """The standard health service answers SERVING."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.RpcError:
+                return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(lambda: not self.alive() or self.serving(), timeout, "questline grpc to serve")
+        if not self.alive():
+            raise RuntimeError(f"questline grpc exited:\n{self.output()}")
+
+
+def start_grpc_server(env: Mapping[str, str], log_dir: Path, **kwargs: Any) -> GrpcServer:
+    """`questline grpc` (see GrpcServer), once its health service says SERVING."""
+    server = GrpcServer(env, log_dir, **kwargs)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 # --- Redis -------------------------------------------------------------------------------
 
 

@@ -112,6 +112,21 @@ class Settings(BaseSettings):
 
     worker_metrics_port: int | None = None
 
+    # `questline grpc`: the port, Prometheus /metrics on its own HTTP port (None: off),
+    # threads for calls (each open WatchCatalog stream holds one), how often its watch
+    # streams poll the catalog version besides the Redis pub/sub message, and how long
+    # calls in flight may finish after SIGTERM.
+    grpc_port: int = Field(default=50051, ge=1, le=65535)
+    grpc_metrics_port: int | None = Field(default=9464, ge=1, le=65535)
+    grpc_max_workers: int = Field(default=256, ge=2, le=4096)
+    grpc_watch_poll_seconds: float = Field(default=0.25, gt=0, le=30)
+    grpc_shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # host:port of `questline grpc`: processing and the workers read quest definitions
+    # through it (an in-process copy kept current by WatchCatalog). None: the database.
+    catalog_grpc: str | None = None
+    # A refresh of that copy (ListQuests) waits at most this long for the server.
+    catalog_grpc_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+
     # Test-only switch for the negative control of the fault-injection run:
     # turns off the "already processed?" guard so double delivery double-applies.
     unsafe_disable_idempotency_guard: bool = False

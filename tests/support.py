@@ -107,6 +107,15 @@ def start_server(
     return harness.start_server(app, child_env(**env), DATA_DIR, name=name, port=port)
 
 
+def start_grpc_server(
+    port: int | None = None, metrics_port: int | None = None, name: str = "grpc", **env: str
+) -> harness.GrpcServer:
+    """`questline grpc` in its own process on the test database and Redis, once serving."""
+    return harness.start_grpc_server(
+        child_env(**env), DATA_DIR, name=name, port=port, metrics_port=metrics_port
+    )
+
+
 @contextmanager
 def worker_running(**kwargs: Any) -> Iterator[harness.Process]:
     with start_worker(**kwargs) as worker:

@@ -65,7 +65,7 @@ def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
     assert any(v.startswith("pgdata:") for v in SERVICES["postgres"]["volumes"])
     assert any(v.startswith("redisdata:") for v in SERVICES["redis"]["volumes"])
 
-    for name in ["postgres", "redis", "worker", "flower", "proxy", *APP_SERVICES]:
+    for name in ["postgres", "redis", "worker", "flower", "proxy", "catalog-grpc", *APP_SERVICES]:
         assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     for job in ("migrate", "keys"):
         assert SERVICES[job]["restart"] == "no"
@@ -88,6 +88,56 @@ def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
     assert "ports" not in SERVICES["worker"]
     ports = [option(command(n), "--port") for n in APP_SERVICES]
     assert len(set(ports)) == 3
+
+
+def test_the_grpc_server_is_the_catalog_source_of_processing_and_the_workers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from questline.commands import cli
+
+    cmd = command("catalog-grpc")
+    assert cmd[:2] == ["questline", "grpc"]
+    port, metrics_port = option(cmd, "--port"), option(cmd, "--metrics-port")
+    assert SERVICES["catalog-grpc"]["ports"] == [
+        f"127.0.0.1:{port}:{port}",
+        f"127.0.0.1:{metrics_port}:{metrics_port}",
+    ]
+    assert f"127.0.0.1:{port}" in " ".join(SERVICES["catalog-grpc"]["healthcheck"]["test"])
+    deps = SERVICES["catalog-grpc"]["depends_on"]
+    assert deps["migrate"] == {"condition": "service_completed_successfully"}
+    for name in ("processing", "worker"):
+        assert environment(name)["QUESTLINE_CATALOG_GRPC"] == f"catalog-grpc:{port}"
+        assert SERVICES[name]["depends_on"]["catalog-grpc"] == {"condition": "service_healthy"}
+    # The catalog HTTP service writes the catalog: it reads the database, not itself.
+    assert "QUESTLINE_CATALOG_GRPC" not in environment("catalog")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["grpc", "--help"])
+    assert exited.value.code == 0
+    usage = capsys.readouterr().out
+    assert "--port" in usage
+    assert "--metrics-port" in usage
+    assert "COPY rpc ./rpc" in (support.ROOT / "Dockerfile").read_text()
+
+
+def compose_grpc_process(grpc_port: int, metrics_port: int) -> support.Process:
+    """The catalog-grpc service's command on local ports, once its health check (the
+    compose one, on the same port) passes."""
+    cmd = command("catalog-grpc")
+    cmd[cmd.index("--port") + 1] = str(grpc_port)
+    cmd[cmd.index("--metrics-port") + 1] = str(metrics_port)
+    proc = support.Process([str(BIN / "questline"), *cmd[1:]], support.child_env(), "grpc")
+    check = [part for part in SERVICES["catalog-grpc"]["healthcheck"]["test"] if part != "CMD"]
+    port = option(command("catalog-grpc"), "--port")
+    check = [sys.executable, *[p.replace(f":{port}", f":{grpc_port}") for p in check[1:]]]
+
+    def healthy() -> bool:
+        if not proc.alive():
+            return True
+        return subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+
+    support.wait_until(healthy, 30, "catalog-grpc to pass its health check")
+    assert proc.alive(), f"catalog-grpc exited:\n{proc.output()}"
+    return proc
 
 
 def test_only_the_proxy_is_published_beyond_this_host() -> None:
@@ -280,13 +330,19 @@ def test_three_services_and_two_workers_share_one_story(tmp_path: Path) -> None:
         "QUESTLINE_DATA_DIR": str(empty_data),
     }
     ports = {name: support.free_port() for name in APP_SERVICES}
+    grpc_port = support.free_port()
+    # Processing and the workers read the catalog over gRPC, as in compose.
+    grpc_env = {"QUESTLINE_CATALOG_GRPC": f"127.0.0.1:{grpc_port}"}
     procs: list[support.Process] = []
     try:
+        procs.append(compose_grpc_process(grpc_port, support.free_port()))
         procs.append(compose_process("auth", ports["auth"], **keys_env))
         procs.append(compose_process("catalog", ports["catalog"], **verify_only))
-        procs.append(compose_process("processing", ports["processing"], **verify_only))
-        procs.append(support.start_worker(name="compose-a"))
-        procs.append(support.start_worker(name="compose-b"))
+        procs.append(
+            compose_process("processing", ports["processing"], **verify_only, **grpc_env)
+        )
+        procs.append(support.start_worker(name="compose-a", **grpc_env))
+        procs.append(support.start_worker(name="compose-b", **grpc_env))
 
         def url(path: str) -> str:
             service = owner(path.split("?")[0])

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
@@ -91,7 +92,33 @@ def progress_of(user_id: int, quest_id: int) -> tuple[int, int]:
 # --- quests of every shape, applied by a real worker -----------------------------------
 
 
-@pytest.mark.usefixtures("worker")
+@pytest.fixture(params=["database", "grpc"])
+def catalog_worker(
+    request: pytest.FixtureRequest, suite_worker: support.SuiteWorker
+) -> Iterator[support.Process]:
+    """A worker reading the catalog from the database, then (the same scenario once more)
+    one reading it over gRPC from `questline grpc` (QUESTLINE_CATALOG_GRPC)."""
+    if request.param == "database":
+        yield suite_worker.running()
+        return
+    suite_worker.stop()  # the only worker on the test database reads over gRPC
+    with support.start_grpc_server(name="grpc-engine") as server:
+        target = server.target
+        with support.worker_running(name="worker-grpc-engine", QUESTLINE_CATALOG_GRPC=target):
+            yield server
+        # It did read the catalog over gRPC: its watch streams end with it.
+        support.wait_until(
+            lambda: "/questline.v1.Catalog/WatchCatalog" in _grpc_metrics(server),
+            30,
+            "the worker's watch streams to be counted",
+        )
+
+
+def _grpc_metrics(server: support.harness.GrpcServer) -> str:
+    return httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).text
+
+
+@pytest.mark.usefixtures("catalog_worker")
 def test_a_worker_applies_gameplay_events_to_quests_of_every_shape() -> None:
     # A daily quest reset at 04:00 in Kathmandu (+05:45: 22:15 UTC the day before),
     # once a day, paying a bundle at once.

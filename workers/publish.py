@@ -16,6 +16,11 @@ QUESTLINE_BROKER_CONFIRM_TIMEOUT_SECONDS. A connection that worked before and fa
 (a broker restarted while this process was idle) is replaced and the publish tried
 once more before the breaker opens.
 
+Catalog writes (questline.catalog.cache.CatalogChanged) are also published here, on the
+Redis channel CATALOG_CHANNEL, after this process has noted the new version: the gRPC
+server's WatchCatalog streams wake on it (they also poll the version, so a lost
+message only delays them).
+
 Importing this module registers the sender; the API (api/factory.py), the workers
 (workers/celery_app.py) and the CLI import it.
 
@@ -39,6 +44,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis
+
+from questline.catalog import cache
+from questline.catalog.cache import CatalogChanged
 from questline.config import get_settings
 from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv
@@ -47,6 +56,8 @@ from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, S
 log = logging.getLogger(__name__)
 
 WAKEUP_KEY = "ql:outbox:wakeup-pending"
+# Redis pub/sub channel of catalog writes: the message is the new catalog version.
+CATALOG_CHANNEL = "ql:catalog:changed"
 
 # Messages waiting for the publishing thread. Beyond this a burst during a broker
 # outage is dropped rather than held in memory: the sweeper has every sign-in anyway.
@@ -54,7 +65,7 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
+Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting | CatalogChanged
 # One publish on the given kombu producer (the publishing thread's connection).
 Send = Callable[[Any], None]
 
@@ -140,7 +151,12 @@ class Publisher:
 
         sends: list[Send] = []
         wake = False
+        catalog_versions = [m.version for m in batch if isinstance(m, CatalogChanged)]
+        if catalog_versions:
+            announce_catalog(max(catalog_versions))
         for message in batch:
+            if isinstance(message, CatalogChanged):
+                continue
             if isinstance(message, SignInReplayed):
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
@@ -231,6 +247,33 @@ def _process_sign_in_sender(event_id: int, user_id: int | None) -> Send:
     return send
 
 
+_announcer: list[redis.Redis] = []  # this process's client for announcements (one)
+
+
+def announce_catalog(version: int) -> None:
+    """Tell the gRPC server's watchers that the catalog is at `version` (best-effort).
+
+    A client of its own, outside the store's circuit breaker: a catalog write is rare,
+    its announcement is only a hint (the watchers poll the version too), and a failed
+    one must not switch the process's cache and limits off Redis for a while."""
+    url = get_settings().redis_url
+    if url is None:
+        return  # embedded: no gRPC server to tell
+    try:
+        if not _announcer:
+            _announcer.append(
+                redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            )
+        _announcer[0].publish(CATALOG_CHANNEL, str(version))
+    except (redis.RedisError, OSError) as exc:
+        log.warning("catalog version %d not announced (%s); watchers poll it", version, exc)
+
+
+def _catalog_written(message: CatalogChanged) -> None:
+    cache.note_version(message.version)  # this process's cache first, at once
+    publisher.submit(message)
+
+
 def wake_drainer(producer: Any = None) -> None:
     """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the
     flag; on `producer`, or else on a connection from the app's pool."""
@@ -260,7 +303,9 @@ def clear_wakeup() -> None:
 
 publisher = Publisher()
 os.register_at_fork(after_in_child=publisher._reset)
+os.register_at_fork(after_in_child=_announcer.clear)
 after_commit.register(SignInStored, publisher.submit)
 after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
+after_commit.register(CatalogChanged, _catalog_written)

@@ -111,4 +111,11 @@ def _remember(key: str, version: int, value: Any, ttl: float) -> None:
         _local[key] = (value, time.monotonic() + ttl)
 
 
-after_commit.register(CatalogChanged, lambda message: _see_version(message.version))
+def note_version(version: int) -> None:
+    """A catalog write of this process committed `version`: drop older copies."""
+    _see_version(version)
+
+
+# Processes that publish (workers/publish.py) replace this sender with one that also
+# tells the gRPC server's watchers.
+after_commit.register(CatalogChanged, lambda message: note_version(message.version))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from questline.catalog import repository
 from questline.catalog.definitions import quest_definition
+from questline.config import get_settings
 from questline.engine import QuestDef, QuestInvalid
 
 
@@ -43,6 +44,9 @@ class Catalog:
     version: int
     quests: tuple[QuestDef, ...]
     broken: tuple[BrokenQuest, ...] = ()
+    # The active quests as the API shows them (catalog.service.quest_view), when the
+    # source has them (the gRPC copy); the player's views are built from these.
+    views: tuple[Mapping[str, Any], ...] = ()
     _by_type: Mapping[str, tuple[QuestDef, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
@@ -71,10 +75,15 @@ class Catalog:
 
 
 class CatalogSource(Protocol):
-    """Quest definitions for the caller's transaction (database today, gRPC later)."""
+    """Quest definitions for the caller's transaction (database or gRPC)."""
 
     def current(self, session: Session) -> Catalog:
         """The catalog as of `session`'s transaction, at its current version."""
+        ...
+
+    def quest_views(self, session: Session) -> list[Mapping[str, Any]]:
+        """The active quests as the API shows them, at least as new as the catalog
+        version `session` sees (for the player's views; nothing is granted on them)."""
         ...
 
 
@@ -98,6 +107,12 @@ class DatabaseCatalog:
             self._copies[where] = (stamp, catalog)
         return catalog
 
+    def quest_views(self, session: Session) -> list[Mapping[str, Any]]:
+        """The catalog service's cached views (keyed by the catalog version)."""
+        from questline.catalog import service
+
+        return list(service.list_quests(session))
+
 
 def load(session: Session, version: int) -> Catalog:
     """Read and parse the active quests (the caller has read `version` in this transaction)."""
@@ -120,5 +135,13 @@ _database = DatabaseCatalog()
 
 
 def catalog_source() -> CatalogSource:
-    """The source this process reads definitions from (the database)."""
-    return _database
+    """The source this process reads definitions from: the catalog's gRPC server when
+    QUESTLINE_CATALOG_GRPC names one (not in the embedded mode), else the database."""
+    settings = get_settings()
+    if settings.catalog_grpc is None or settings.embedded:
+        return _database
+    from questline.catalog import grpc_source
+
+    return grpc_source.shared(
+        settings.catalog_grpc, timeout=settings.catalog_grpc_timeout_seconds
+    )

@@ -300,6 +300,17 @@ def _serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _grpc(args: argparse.Namespace) -> int:
+    import logging
+
+    from rpc.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    metrics_port = None if args.metrics_port == 0 else args.metrics_port
+    serve(args.port, metrics_port=metrics_port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="questline", description=__doc__)
     parser.add_argument("--version", action="version", version=f"questline {_version()}")
@@ -317,6 +328,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.set_defaults(func=_serve)
+
+    settings = get_settings()
+    grpc_cmd = sub.add_parser(
+        "grpc",
+        help="the gRPC server (questline.v1.Catalog and questline.v1.Events)",
+        description="Serve the catalog and event ingestion over gRPC, with health "
+        "(grpc.health.v1) and server reflection; /metrics on a separate HTTP port. "
+        "SIGTERM lets calls in flight finish.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    grpc_cmd.add_argument(
+        "--port", type=int, default=settings.grpc_port, help="gRPC port (QUESTLINE_GRPC_PORT)"
+    )
+    grpc_cmd.add_argument(
+        "--metrics-port",
+        type=int,
+        default=settings.grpc_metrics_port or 0,
+        help="HTTP port of /metrics, 0: none (QUESTLINE_GRPC_METRICS_PORT)",
+    )
+    grpc_cmd.set_defaults(func=_grpc)
 
     db_cmd = sub.add_parser("db", help="database commands")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True)

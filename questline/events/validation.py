@@ -5,7 +5,8 @@ anything is stored, and the first problem is reported as "events[INDEX].FIELD: w
 Whether each user exists is the one check left to the service (it needs the database).
 
 JSON numbers should reach `parse_batch` as int or Decimal (json.loads with
-parse_float=Decimal), so that `value` is exact; floats are accepted too (gRPC).
+parse_float=Decimal), so that `value` is exact; floats are accepted too (gRPC), and so is
+an `occurred_at` that is already a UTC datetime (gRPC's Timestamp).
 """
 
 from __future__ import annotations
@@ -177,15 +178,18 @@ def _attr_value(index: int, name: str, raw: object) -> AttrValue:
 def _occurred_at(index: int, raw: object, *, now: datetime, oldest: datetime) -> datetime:
     if raw is None:
         return now
-    if not isinstance(raw, str):
+    if isinstance(raw, datetime) and raw.tzinfo is UTC:
+        stamp = raw  # gRPC's Timestamp, already an instant (questline.catalog.wire)
+    elif not isinstance(raw, str):
         raise EventRejected(index, "occurred_at", "must be an ISO-8601 timestamp")
-    try:
-        stamp = datetime.fromisoformat(raw)
-        if stamp.utcoffset() is None:
-            raise EventRejected(index, "occurred_at", "needs a UTC offset (e.g. Z or +02:00)")
-        stamp = stamp.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise EventRejected(index, "occurred_at", "must be an ISO-8601 timestamp") from None
+    else:
+        try:
+            stamp = datetime.fromisoformat(raw)
+            if stamp.utcoffset() is None:
+                raise EventRejected(index, "occurred_at", "needs a UTC offset (e.g. Z or +02:00)")
+            stamp = stamp.astimezone(UTC)
+        except (ValueError, OverflowError):
+            raise EventRejected(index, "occurred_at", "must be an ISO-8601 timestamp") from None
     if stamp > now + MAX_AHEAD:
         raise EventRejected(
             index, "occurred_at", f"is more than {int(MAX_AHEAD.total_seconds())} s in the future"

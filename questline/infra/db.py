@@ -125,10 +125,17 @@ def is_missing_schema_error(exc: BaseException) -> bool:
     return False
 
 
+class TransientError(Exception):
+    """A failure that is not the database's but that a retry of the whole transaction
+    can cure: a service the transaction needs is away (the catalog's gRPC server)."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for database errors that a retry of the whole transaction can cure. A
-    missing table or column (an unmigrated SQLite file raises OperationalError for
-    it) is not: `questline db upgrade` cures it."""
+    """True for errors that a retry of the whole transaction can cure (TransientError
+    and transient database errors). A missing table or column (an unmigrated SQLite
+    file raises OperationalError for it) is not: `questline db upgrade` cures it."""
+    if isinstance(exc, TransientError):
+        return True
     if is_missing_schema_error(exc):
         return False
     if isinstance(exc, DBAPIError):

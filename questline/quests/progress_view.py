@@ -1,6 +1,7 @@
 """What a player sees of their quests (GET /me/quests): v1's fields and v2's.
 
-It reads the active quests (the catalog, through its cache), the player's lifetime rows
+It reads the active quests (through the process's catalog source: the catalog's cache,
+or the copy kept from the catalog's gRPC server), the player's lifetime rows
 (user_quest_progress: completions, streaks) of those quests and of the quests they
 require, the period rows of the periods holding `now`, and the player's earned rewards.
 Every number and the status come from the engine's pure views (questline.engine
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 from models import UserReward
 from models.base import utcnow
 from models.progress import RewardStatus
-from questline.catalog import service as catalog
+from questline.catalog.source import catalog_source
 from questline.engine import (
     Measure,
     PeriodState,
@@ -61,7 +62,8 @@ def my_quests(
     """One item per active quest, started or not, ordered by quest_id, as the player sees
     it at `now` (default: the current time) in their zone `user_tz`."""
     now = utcnow() if now is None else now
-    quests = _definitions(catalog.list_quests(session))
+    # Through the process's catalog source: the database, or the catalog's gRPC server.
+    quests = _definitions(catalog_source().quest_views(session))
     states = _states(session, user_id, [quest for _, quest in quests], now=now, user_tz=user_tz)
     earned = earned_rewards(session, user_id, now=now)
     return [

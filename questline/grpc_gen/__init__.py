@@ -1,0 +1,1 @@
+"""Code generated from proto/ (scripts/generate_protos.py)."""

@@ -1,0 +1,53 @@
+"""questline.v1.Events: RecordEvents, the gRPC twin of POST /events.
+
+Same key check, same batch rules and the same answers: the request becomes the body
+POST /events parses (questline.catalog.wire.event_batch) and goes through
+questline.events.service.record on one transaction, committed here as the HTTP route
+commits it. The workers are woken by the after-commit hook (workers.publish).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from questline.catalog import wire
+from questline.credentials import service as credentials
+from questline.credentials.service import Scope
+from questline.events import service as events
+from questline.events.service import RecordStatus
+from questline.grpc_gen.v1 import events_pb2, events_pb2_grpc
+from questline.infra.db import session_factory
+from rpc.errors import answered, metadata
+
+_STATUS = {
+    RecordStatus.ACCEPTED: events_pb2.EVENT_STATUS_ACCEPTED,
+    RecordStatus.DUPLICATE: events_pb2.EVENT_STATUS_DUPLICATE,
+}
+
+
+class EventsService(events_pb2_grpc.EventsServicer):
+    def RecordEvents(
+        self, request: events_pb2.RecordEventsRequest, context: grpc.ServicerContext
+    ) -> events_pb2.RecordEventsResponse:
+        with answered(context):
+            body = wire.event_batch(request)
+            with session_factory()() as session:
+                key = credentials.authenticate(
+                    session, metadata(context, "x-api-key"), scope=Scope.EVENTS_WRITE
+                )
+                batch = events.record(session, body, api_key=key)
+                try:
+                    session.commit()
+                except BaseException:
+                    events.refund(batch)
+                    raise
+        return events_pb2.RecordEventsResponse(
+            results=[
+                events_pb2.EventResult(
+                    idempotency_key=r.idempotency_key,
+                    event_id=r.event_id,
+                    status=_STATUS[r.status],
+                )
+                for r in batch.results
+            ]
+        )
