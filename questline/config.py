@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     # would be delivered twice while they wait.
     broker_visibility_timeout_seconds: int = Field(default=300, ge=45)
 
+    # GET /me/stream: a comment line this often keeps idle connections open through
+    # proxies; every open stream of a process is re-checked in the database this often
+    # (in a few statements for all of them), so a lost notification only delays. The
+    # embedded mode, whose worker is another process with no Redis between them,
+    # re-checks at least every EMBEDDED_RECHECK_SECONDS (api/processing/live.py).
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    stream_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
+
     worker_metrics_port: int | None = None
 
     # Test-only switch for the negative control of the fault-injection run:

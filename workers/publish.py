@@ -37,6 +37,7 @@ from questline.config import get_settings
 from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv, shared_breaker
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
+from questline.quests import live
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
+# User ids in one live-update PUBLISH (a batch of drains can touch thousands).
+LIVE_IDS_PER_MESSAGE = 1000
+
+Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting | live.LiveUpdate
 
 
 def batching() -> bool:
@@ -125,8 +129,11 @@ class Publisher:
     def _publish(self, batch: Sequence[Message]) -> None:
         sends: list[Callable[[], None]] = []
         wake = False
+        watched: set[int] = set()
         for message in batch:
-            if isinstance(message, SignInReplayed):
+            if isinstance(message, live.LiveUpdate):
+                watched.update(message.user_ids)
+            elif isinstance(message, SignInReplayed):
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
                 sends.append(_process_sign_in_sender(message.sign_in_id, message.user_id))
@@ -136,6 +143,13 @@ class Publisher:
                 wake = True
         if wake:
             sends.insert(0, wake_drainer)
+        if watched:
+            # After the wake-ups: a stream's delay matters less than a drain's.
+            ids = sorted(watched)
+            sends.extend(
+                _live_sender(ids[i : i + LIVE_IDS_PER_MESSAGE])
+                for i in range(0, len(ids), LIVE_IDS_PER_MESSAGE)
+            )
         breaker = shared_breaker()
         for done, send in enumerate(sends):
             if not breaker.allow():
@@ -158,7 +172,10 @@ class Publisher:
         if now - self._last_drop_log > 10:  # an outage must not flood the log
             self._last_drop_log = now
             log.warning(
-                "%d wake-up message(s) not published: %s; the sweeper applies them", count, why
+                "%d message(s) not published: %s; the sweeper applies the inputs, "
+                "and open streams find their items at their next re-check",
+                count,
+                why,
             )
 
 
@@ -169,6 +186,24 @@ def _process_sign_in_sender(event_id: int, user_id: int | None) -> Callable[[], 
         process_sign_in.apply_async((event_id,), {"user_id": user_id}, retry=False)
 
     return send
+
+
+def _live_sender(user_ids: Sequence[int]) -> Callable[[], None]:
+    def send() -> None:
+        url = get_settings().redis_url
+        assert url is not None  # the embedded mode delivers in-process (send_live_update)
+        get_kv().publish(live.channel(url), live.encode(user_ids))
+
+    return send
+
+
+def send_live_update(message: live.LiveUpdate) -> None:
+    """The sender of LiveUpdate: over Redis pub/sub to every API process (from the
+    publishing thread, batched), or in the embedded mode to this process's streams."""
+    if get_settings().embedded:
+        live.deliver_locally(message)
+    else:
+        publisher.submit(message)
 
 
 def wake_drainer() -> None:
@@ -203,3 +238,4 @@ after_commit.register(SignInStored, publisher.submit)
 after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
+after_commit.register(live.LiveUpdate, send_live_update)

@@ -6,11 +6,12 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Event, User
+from questline.quests import live
 
 # (user_id, idempotency_key): what makes a gameplay event unique.
 EventKey = tuple[int, str]
@@ -38,6 +39,10 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
     """
     if not rows:
         return {}
+    if session.get_bind().dialect.name == "postgresql":
+        # A transaction id before the first sequence number: a live stream holds back
+        # a player's later items while this transaction runs (questline.quests.live).
+        session.execute(select(func.pg_current_xact_id()))
     stmt = (
         _insert(session)
         .on_conflict_do_nothing(index_elements=["user_id", "idempotency_key"])
@@ -45,10 +50,12 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
     )
     # Through the connection, not the ORM's bulk insert path: same statement, a third
     # of the Python work per row (this is the hottest statement of ingestion).
-    return {
+    stored = {
         (int(user_id), str(key)): int(event_id)
         for event_id, user_id, key in session.connection().execute(stmt, list(rows))
     }
+    live.announce(session, (user_id for user_id, _ in stored))
+    return stored
 
 
 def ids_by_key(session: Session, keys: Collection[EventKey]) -> dict[EventKey, int]:

@@ -26,6 +26,7 @@ from models import (
     UserQuestProgress,
     UserReward,
 )
+from questline.quests import live
 
 
 def _table(model: type[Base]) -> Table:
@@ -362,10 +363,12 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
 
 
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (one executemany)."""
+    """Append history entries (one executemany); their players' streams wake after the
+    commit."""
     if rows:
         # The table, not the entity: the ORM's bulk path adds nothing here but time.
         session.execute(insert(_table(Event)), rows)
+        live.announce(session, (int(row["user_id"]) for row in rows))
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:

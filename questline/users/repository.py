@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from models import Event, EventType, RefreshToken, User
 from models.users import UserStatus
+from questline.quests import live
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
@@ -126,6 +127,7 @@ def add_sign_in(session: Session, user_id: int, *, via: str, now: datetime) -> i
     user's zone.
     """
     zone = select(User.timezone).where(User.user_id == user_id).scalar_subquery()
+    live.announce(session, [user_id])  # it is a history item: wake the player's streams
     return session.execute(
         insert(Event)
         .values(

@@ -1,0 +1,335 @@
+"""GET /me/stream: a player's history as Server-Sent Events, live.
+
+Each open stream waits on an asyncio event of its own; nothing else runs for it while
+nothing happens but the heartbeat comment. One hub per process (per event loop) sets
+those events:
+- one Redis pub/sub subscription carries LiveUpdate messages from every process that
+  commits history (the API's sign-ins and claims, the workers' drains), published after
+  the commit by workers/publish.py; in the embedded mode (no Redis) the process's own
+  commits are handed over in-process;
+- a re-check every stream_recheck_seconds asks the database, in a few statements for
+  all the process's streams, which players have items after their stream's cursor or
+  are banned, so a lost message (Redis restarted, the breaker open, the embedded
+  worker in its own process) only delays an item.
+A woken stream reads its items from the database after the last event_id it sent
+(questline.quests.live), so the order is the history's and a reconnect with
+Last-Event-ID (or ?after=) resumes with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import redis.asyncio
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from prometheus_client import Gauge
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import MAX_ID, bearer
+from api.observability import REGISTRY
+from api.processing.schemas import MyEvent
+from questline.config import get_settings
+from questline.errors import Unauthorized
+from questline.infra.db import session_factory
+from questline.quests import live
+from questline.quests.service import history_view
+from questline.users import service as users
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["processing"])
+
+# The embedded worker runs in a child process with no Redis to publish on: its items
+# reach the streams by the re-check, so that runs at least this often there (SQLite,
+# one machine, a handful of streams).
+EMBEDDED_RECHECK_SECONDS = 0.5
+# While a stream holds items back (a transaction that may commit an earlier item of
+# the player is still running), it looks again after this pause, doubled each time.
+HOLD_FIRST_PAUSE = 0.01
+HOLD_MAX_PAUSE = 0.2
+RESUBSCRIBE_MAX_SECONDS = 10.0
+
+OPEN_STREAMS = Gauge(
+    "questline_live_streams_open", "GET /me/stream connections open", registry=REGISTRY
+)
+
+
+class Watch:
+    """One open stream: its player, the last event_id it sent, and its wake-up call."""
+
+    __slots__ = ("user_id", "cursor", "wake")
+
+    def __init__(self, user_id: int, cursor: int) -> None:
+        self.user_id = user_id
+        self.cursor = cursor
+        self.wake = asyncio.Event()
+
+
+class Hub:
+    """The open streams of one event loop and the two things that wake them."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.watches: dict[int, set[Watch]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        settings = get_settings()
+        self._spawn(self._recheck_forever())
+        if settings.redis_url is None:
+            live.listen_locally(self._from_any_thread)
+        else:
+            self._spawn(self._subscribe_forever(settings.redis_url))
+
+    def _spawn(self, work: Any) -> None:
+        task = self.loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def watch(self, user_id: int, cursor: int) -> Watch:
+        watch = Watch(user_id, cursor)
+        self.watches.setdefault(user_id, set()).add(watch)
+        OPEN_STREAMS.inc()
+        return watch
+
+    def unwatch(self, watch: Watch) -> None:
+        watches = self.watches.get(watch.user_id)
+        if watches is not None and watch in watches:
+            watches.discard(watch)
+            OPEN_STREAMS.dec()
+            if not watches:
+                del self.watches[watch.user_id]
+
+    def wake(self, user_ids: Iterable[int]) -> None:
+        for user_id in user_ids:
+            for watch in self.watches.get(user_id, ()):
+                watch.wake.set()
+
+    def wake_all(self) -> None:
+        self.wake(list(self.watches))
+
+    def _from_any_thread(self, user_ids: tuple[int, ...]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.wake, user_ids)
+        except RuntimeError:  # the loop has closed: this hub is gone
+            live.stop_listening_locally(self._from_any_thread)
+
+    async def _recheck_forever(self) -> None:
+        settings = get_settings()
+        interval = settings.stream_recheck_seconds
+        if settings.embedded:
+            interval = min(interval, EMBEDDED_RECHECK_SECONDS)
+        while True:
+            await asyncio.sleep(interval)
+            if not self.watches:
+                continue
+            cursors = {u: min(w.cursor for w in ws) for u, ws in self.watches.items()}
+            try:
+                found = await run_in_threadpool(_needs_attention, cursors)
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("live streams re-check failed (%s: %s)", type(exc).__name__, exc)
+                continue
+            self.wake(found)
+
+    async def _subscribe_forever(self, url: str) -> None:
+        channel = live.channel(url)
+        delay = 0.5
+        while True:
+            client = redis.asyncio.Redis.from_url(
+                url, health_check_interval=15, socket_connect_timeout=2, socket_keepalive=True
+            )
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    # Whatever was published while this process was not subscribed.
+                    self.wake_all()
+                    delay = 0.5
+                    while True:
+                        message = await pubsub.get_message(timeout=30)
+                        if message is not None and message["type"] == "message":
+                            self.wake(live.decode(message["data"]))
+            except Exception as exc:
+                log.warning(
+                    "live updates: Redis subscription lost (%s: %s); streams rely on the "
+                    "re-check until it is back",
+                    type(exc).__name__,
+                    exc,
+                )
+            finally:
+                await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESUBSCRIBE_MAX_SECONDS)
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """This event loop's hub, started by the first stream."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub()
+        found.start()
+    return found
+
+
+def _needs_attention(cursors: Mapping[int, int]) -> set[int]:
+    with session_factory()() as session:
+        return live.needs_attention(session, cursors)
+
+
+@dataclass(frozen=True)
+class Item:
+    event_id: int
+    type: str
+    json: str
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    banned: bool
+    snapshot: live.Snapshot | None
+
+
+def _read(user_id: int, after: int) -> Page:
+    with session_factory()() as session:
+        read = live.read_after(session, user_id=user_id, after=after)
+        items = [
+            Item(e.event_id, e.type, MyEvent.model_validate(history_view(e)).model_dump_json())
+            for e in read.items
+        ]
+    return Page(items, read.banned, read.snapshot)
+
+
+@dataclass(frozen=True)
+class Opened:
+    user_id: int
+    valid_until: float
+    cursor: int
+
+
+def _open(token: str, after: int | None) -> Opened:
+    with session_factory()() as session:
+        user, claims = users.authenticate_claims(session, token)
+        cursor = live.newest_event_id(session, user_id=user.user_id) if after is None else after
+    return Opened(user.user_id, claims.valid_until, cursor)
+
+
+async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
+    """The stream's messages until the token expires, the player is banned or the
+    client goes (sse-starlette then cancels this generator)."""
+    stream_hub = hub()
+    watch = stream_hub.watch(opened.user_id, opened.cursor)
+    held: live.HeldBack | None = None
+    pause = HOLD_FIRST_PAUSE
+    try:
+        while True:
+            watch.wake.clear()
+            page = await run_in_threadpool(_read, opened.user_id, watch.cursor)
+            if page.banned:
+                yield ServerSentEvent(comment="closed: the player is banned")
+                return
+            ready, held = live.settle([i.event_id for i in page.items], page.snapshot, held)
+            for item in page.items[:ready]:
+                yield ServerSentEvent(data=item.json, event=item.type, id=str(item.event_id))
+                watch.cursor = item.event_id
+            left = opened.valid_until - time.time()
+            if left <= 0:
+                yield ServerSentEvent(comment="closed: the token expired")
+                return
+            if ready == live.PAGE:
+                continue  # a long replay: the next page at once
+            if held is not None:
+                wait, pause = min(pause, left), min(pause * 2, HOLD_MAX_PAUSE)
+            else:
+                wait, pause = left, HOLD_FIRST_PAUSE
+            try:
+                async with asyncio.timeout(wait):
+                    await watch.wake.wait()
+            except TimeoutError:
+                pass
+    finally:
+        stream_hub.unwatch(watch)
+
+
+def _heartbeat() -> ServerSentEvent:
+    return ServerSentEvent(comment="heartbeat")
+
+
+STREAM_DOC = """Server-Sent Events: one message per new item of the player's history (`id:`
+its event_id, `event:` its type, `data:` the item as in GET /me/events), a `:heartbeat`
+comment every 15 s. `Last-Event-ID` (sent by EventSource when it reconnects) or
+`?after=<event_id>` replays the items after that one first; without either the stream
+starts at the newest item. The stream ends when the token expires or the player is
+banned. Browsers' EventSource cannot send headers: pass the token as `?access_token=`
+(accepted on this route only; see the README)."""
+
+
+@router.get(
+    "/me/stream",
+    response_class=EventSourceResponse,
+    description=STREAM_DOC,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the live history"},
+        401: {"description": "missing, invalid or expired token"},
+        403: {"description": "banned user"},
+        422: {"description": "`after` or `Last-Event-ID` is not an event id"},
+    },
+)
+async def my_stream(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="replay the items after this event_id")
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(alias="Last-Event-ID", ge=0, le=MAX_ID, description="as `after`; wins over it"),
+    ] = None,
+    access_token: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="the access token, for browsers' EventSource (which cannot send "
+            "headers); the Authorization header wins over it",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """This player's history as it is recorded."""
+    token = credentials.credentials if credentials is not None else access_token
+    if not token:
+        raise Unauthorized("missing bearer token")
+    start = last_event_id if last_event_id is not None else after
+    opened = await run_in_threadpool(_open, token, start)
+    return EventSourceResponse(
+        _messages(opened),
+        ping=get_settings().stream_heartbeat_seconds,
+        ping_message_factory=_heartbeat,
+    )
+
+
+class RedactAccessToken(logging.Filter):
+    """Keeps ?access_token= values out of uvicorn's access log."""
+
+    PATTERN = re.compile(r"(access_token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(RedactAccessToken())

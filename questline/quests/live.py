@@ -1,0 +1,216 @@
+"""Live updates: what a player's stream (GET /me/stream) reads, and the message that
+wakes it.
+
+Every write of a history item (a sign-in stored, a gameplay event stored, a worker's
+quest progress and rewards, a claim) queues `LiveUpdate(user_ids)` on its session
+(`announce`); after the commit the one after-commit hook sends it (Redis pub/sub, or
+in-process in the embedded mode: workers/publish.py). A stream never trusts the
+message: it reads the items from the database by event_id > the last one it sent, so a
+lost message only delays, and a resumed stream (Last-Event-ID) has no gap.
+
+Commit order is not event_id order on PostgreSQL: two transactions writing items of one
+player (two sign-ins, a drain and a claim) take their ids from the sequence in one
+order and may commit in the other. A reader that sent id 101 and moved its cursor past
+it would never see 100 when that commits a moment later. So a stream sends an item only
+once every transaction that was running when the item was first read has ended
+(`settle`): PostgreSQL's snapshot says which ones those are, and nothing is written to
+find out. Writers that could hold a sequence number without a transaction id yet are
+given one first (questline.events.repository.insert_new). On SQLite every write takes
+the database's write lock, so ids are taken in commit order and nothing is held back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from models import Event, User
+from models.users import UserStatus
+from questline.infra.after_commit import after_commit
+
+log = logging.getLogger(__name__)
+
+# Items read at once; a longer replay reads page after page.
+PAGE = 200
+# Users checked in one statement by the periodic re-check of all open streams.
+CHECK_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class LiveUpdate:
+    """These players' streams have something to read: new history items, or a ban."""
+
+    user_ids: tuple[int, ...]
+
+
+def announce(session: Session, user_ids: Iterable[int]) -> None:
+    """Wake these players' open streams once the session's transaction commits."""
+    ids = tuple(sorted(set(user_ids)))
+    if ids:
+        after_commit(session, LiveUpdate(ids))
+
+
+def channel(redis_url: str) -> str:
+    """The Redis pub/sub channel of LiveUpdate messages. Channels are shared by every
+    database number of a Redis server: the number is in the name, so deployments (or
+    test runs) on other numbers never wake these streams."""
+    db = urlparse(redis_url).path.strip("/") or "0"
+    return f"questline:{db}:live"
+
+
+def encode(user_ids: Iterable[int]) -> str:
+    """A pub/sub message body: the user ids, comma-separated."""
+    return ",".join(str(u) for u in user_ids)
+
+
+def decode(body: str | bytes) -> list[int]:
+    """The user ids of a pub/sub message body; nothing for a malformed one."""
+    text_body = body.decode() if isinstance(body, bytes) else body
+    try:
+        return [int(part) for part in text_body.split(",") if part]
+    except ValueError:
+        log.warning("ignored a malformed live-update message %r", text_body[:100])
+        return []
+
+
+# In-process delivery (the embedded mode, where there is no Redis): each open-stream
+# hub of this process registers a callback, which must return at once (it runs in the
+# committing thread).
+_local: set[Callable[[tuple[int, ...]], None]] = set()
+_local_lock = threading.Lock()
+
+
+def listen_locally(callback: Callable[[tuple[int, ...]], None]) -> None:
+    with _local_lock:
+        _local.add(callback)
+
+
+def stop_listening_locally(callback: Callable[[tuple[int, ...]], None]) -> None:
+    with _local_lock:
+        _local.discard(callback)
+
+
+def deliver_locally(update: LiveUpdate) -> None:
+    """Hand a committed update to this process's hubs (the embedded mode's sender)."""
+    with _local_lock:
+        callbacks = list(_local)
+    for callback in callbacks:
+        callback(update.user_ids)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A PostgreSQL snapshot: every transaction id below `xmin` has ended, none from
+    `xmax` on had started; `running` if any in between was still in progress."""
+
+    xmin: int
+    xmax: int
+    running: bool
+
+    @classmethod
+    def parse(cls, value: str) -> Snapshot:
+        """From pg_current_snapshot()'s text form, `xmin:xmax:xip,xip,...`."""
+        xmin, xmax, xip = value.split(":")
+        return cls(int(xmin), int(xmax), bool(xip))
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """Items a stream has read but may not send yet: those up to event `upto`, first
+    read in a snapshot whose transactions all had ids below `horizon`."""
+
+    horizon: int
+    upto: int
+
+
+def settle(
+    ids: Sequence[int], snapshot: Snapshot | None, held: HeldBack | None
+) -> tuple[int, HeldBack | None]:
+    """How many of the ids read (ascending, all after the stream's cursor) may be sent
+    now, and what stays held back.
+
+    An id may be sent when no transaction that could still commit a smaller id of the
+    player is running: any such transaction took its id before this item's, so it was
+    running when the item was first read. They have all ended once a later snapshot's
+    xmin reaches the horizon (the xmax of the snapshot that first read the item), or
+    at once when the snapshot shows no writer running. No snapshot (SQLite): all.
+    """
+    if snapshot is None or not snapshot.running:
+        return len(ids), None
+    upto = 0
+    if held is not None and snapshot.xmin >= held.horizon:
+        upto, held = held.upto, None
+    ready = 0
+    while ready < len(ids) and ids[ready] <= upto:
+        ready += 1
+    if ready < len(ids) and held is None:
+        held = HeldBack(horizon=snapshot.xmax, upto=ids[-1])
+    return ready, held
+
+
+@dataclass
+class Read:
+    """One read of a stream: the items after its cursor, whether the player is banned,
+    and the snapshot they were read in (None on SQLite)."""
+
+    items: list[Event]
+    banned: bool
+    snapshot: Snapshot | None
+
+
+def read_after(session: Session, *, user_id: int, after: int, limit: int = PAGE) -> Read:
+    """The player's history items after event `after`, oldest first, and the player's
+    ban status. The snapshot is taken after the items are read, so every transaction
+    running when they were read is in it or ended."""
+    items = list(
+        session.scalars(
+            select(Event)
+            .where(Event.user_id == user_id, Event.event_id > after)
+            .order_by(Event.event_id)
+            .limit(limit)
+        )
+    )
+    postgres = session.get_bind().dialect.name == "postgresql"
+    snapshot_sql = text("pg_current_snapshot()::text") if postgres else text("NULL")
+    row = session.execute(
+        select(User.status, snapshot_sql).where(User.user_id == user_id)
+    ).one_or_none()
+    banned = row is None or row[0] == UserStatus.BANNED
+    snapshot = Snapshot.parse(row[1]) if row is not None and row[1] is not None else None
+    return Read(items, banned, snapshot)
+
+
+def newest_event_id(session: Session, *, user_id: int) -> int:
+    """The player's newest history item (0 when none): where a stream without a
+    starting point begins."""
+    newest = session.scalar(select(func.max(Event.event_id)).where(Event.user_id == user_id))
+    return int(newest or 0)
+
+
+def needs_attention(session: Session, cursors: Mapping[int, int]) -> set[int]:
+    """Of the players with open streams (user_id -> the stream's last event id), those
+    with an item after it or banned: the periodic re-check of every stream of a process
+    in a few statements, whatever the number of streams."""
+    found: set[int] = set()
+    users = sorted(cursors)
+    for start in range(0, len(users), CHECK_CHUNK):
+        chunk = users[start : start + CHECK_CHUNK]
+        news = select(Event.user_id).where(
+            or_(*(and_(Event.user_id == u, Event.event_id > cursors[u]) for u in chunk))
+        )
+        found.update(int(u) for u in session.scalars(news.distinct()))
+        found.update(int(u) for u in session.scalars(_banned(chunk)))
+    return found
+
+
+def _banned(user_ids: Collection[int]) -> Any:
+    return select(User.user_id).where(
+        User.user_id.in_(user_ids), User.status == UserStatus.BANNED
+    )
