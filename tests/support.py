@@ -47,6 +47,7 @@ TEST_ENV = {
     "QUESTLINE_LOGIN_MAX_FAILURES_PER_CLIENT": "1000",
     # Live streams: a heartbeat every second lets a test's reader notice a close at once.
     "QUESTLINE_STREAM_HEARTBEAT_SECONDS": "1",
+    "QUESTLINE_STREAM_RECHECK_SECONDS": "1",
 }
 
 

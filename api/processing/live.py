@@ -31,7 +31,7 @@ import redis.asyncio
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import MAX_ID, bearer
@@ -60,6 +60,11 @@ RESUBSCRIBE_MAX_SECONDS = 10.0
 
 OPEN_STREAMS = Gauge(
     "questline_live_streams_open", "GET /me/stream connections open", registry=REGISTRY
+)
+STREAM_READS = Counter(
+    "questline_live_stream_reads",
+    "Database reads of GET /me/stream connections (woken, re-checked, or holding back)",
+    registry=REGISTRY,
 )
 
 
@@ -237,6 +242,7 @@ async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
         while True:
             watch.wake.clear()
             page = await run_in_threadpool(_read, opened.user_id, watch.cursor)
+            STREAM_READS.inc()
             if page.banned:
                 yield ServerSentEvent(comment="closed: the player is banned")
                 return
