@@ -246,7 +246,8 @@ async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
             if page.banned:
                 yield ServerSentEvent(comment="closed: the player is banned")
                 return
-            ready, held = live.settle([i.event_id for i in page.items], page.snapshot, held)
+            ids = [i.event_id for i in page.items]
+            ready, held = live.settle(ids, page.snapshot, held, now=time.monotonic())
             for item in page.items[:ready]:
                 yield ServerSentEvent(data=item.json, event=item.type, id=str(item.event_id))
                 watch.cursor = item.event_id

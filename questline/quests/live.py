@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 # Items read at once; a longer replay reads page after page.
 PAGE = 200
+# The longest a stream holds an item back for a transaction still running. Questline's
+# own writers commit in milliseconds; a transaction open this long is someone else's
+# (an idle session, a long report) and must not silence every stream: past this the
+# item goes, and only a writer slower than this could still precede it.
+MAX_HOLD_SECONDS = 10.0
 # Users checked in one statement by the periodic re-check of all open streams.
 CHECK_CHUNK = 500
 
@@ -124,14 +129,16 @@ class Snapshot:
 @dataclass(frozen=True)
 class HeldBack:
     """Items a stream has read but may not send yet: those up to event `upto`, first
-    read in a snapshot whose transactions all had ids below `horizon`."""
+    read (at monotonic time `since`) in a snapshot whose transactions all had ids below
+    `horizon`."""
 
     horizon: int
     upto: int
+    since: float
 
 
 def settle(
-    ids: Sequence[int], snapshot: Snapshot | None, held: HeldBack | None
+    ids: Sequence[int], snapshot: Snapshot | None, held: HeldBack | None, *, now: float
 ) -> tuple[int, HeldBack | None]:
     """How many of the ids read (ascending, all after the stream's cursor) may be sent
     now, and what stays held back.
@@ -141,17 +148,20 @@ def settle(
     running when the item was first read. They have all ended once a later snapshot's
     xmin reaches the horizon (the xmax of the snapshot that first read the item), or
     at once when the snapshot shows no writer running. No snapshot (SQLite): all.
+    Held longer than MAX_HOLD_SECONDS, they go anyway.
     """
     if snapshot is None or not snapshot.running:
         return len(ids), None
     upto = 0
-    if held is not None and snapshot.xmin >= held.horizon:
+    if held is not None and (
+        snapshot.xmin >= held.horizon or now - held.since >= MAX_HOLD_SECONDS
+    ):
         upto, held = held.upto, None
     ready = 0
     while ready < len(ids) and ids[ready] <= upto:
         ready += 1
     if ready < len(ids) and held is None:
-        held = HeldBack(horizon=snapshot.xmax, upto=ids[-1])
+        held = HeldBack(horizon=snapshot.xmax, upto=ids[-1], since=now)
     return ready, held
 
 
