@@ -60,33 +60,39 @@ def has_all(expected: list[dict[str, Any]]) -> Any:
 # --- holding back what an earlier, uncommitted transaction may precede (pure) ---------
 
 
+def snap(running: set[int], writers: set[int] | None = None) -> live.Snapshot:
+    return live.Snapshot(frozenset(running), frozenset(running if writers is None else writers))
+
+
 def test_settle_sends_everything_when_no_writer_runs() -> None:
-    assert live.settle([5, 7], live.Snapshot(10, 12, running=False), None, now=0) == (2, None)
+    assert live.settle([5, 7], snap(set()), None, now=0) == (2, None)
+    # Transactions of other databases cannot write our history.
+    assert live.settle([5, 7], snap({10, 11}, writers=set()), None, now=0) == (2, None)
     assert live.settle([5, 7], None, None, now=0) == (2, None)  # SQLite: ids in commit order
 
 
 def test_settle_holds_back_until_the_writers_of_that_moment_end() -> None:
-    ready, held = live.settle([5, 7], live.Snapshot(10, 12, running=True), None, now=1)
-    assert (ready, held) == (0, live.HeldBack(horizon=12, upto=7, since=1))
+    ready, held = live.settle([5, 7], snap({10, 11}), None, now=1)
+    assert (ready, held) == (0, live.HeldBack(writers=frozenset({10, 11}), upto=7, since=1))
     # Transaction 11 still runs: nothing yet, even with a newer item.
-    assert live.settle([5, 7, 9], live.Snapshot(11, 14, running=True), held, now=2) == (0, held)
-    # Every transaction below 12 ended: 5 and 7 go; 9 waits for the writers of now.
-    ready, held = live.settle([5, 7, 9], live.Snapshot(12, 15, running=True), held, now=3)
-    assert (ready, held) == (2, live.HeldBack(horizon=15, upto=9, since=3))
+    assert live.settle([5, 7, 9], snap({11, 12}), held, now=2) == (0, held)
+    # 10 and 11 ended: 5 and 7 go; 9 waits for the writers of now.
+    ready, held = live.settle([5, 7, 9], snap({12, 13}), held, now=3)
+    assert (ready, held) == (2, live.HeldBack(writers=frozenset({12, 13}), upto=9, since=3))
     # An earlier item that committed meanwhile (6) goes first, in order.
-    assert live.settle([6, 9], live.Snapshot(15, 16, running=True), held, now=4) == (2, None)
+    assert live.settle([6, 9], snap({14}), held, now=4) == (2, None)
 
 
 def test_settle_holds_back_no_longer_than_the_limit() -> None:
-    running = live.Snapshot(10, 12, running=True)
+    running = snap({10})
     _, held = live.settle([5], running, None, now=100)
     assert live.settle([5], running, held, now=100 + live.MAX_HOLD_SECONDS - 1) == (0, held)
     assert live.settle([5], running, held, now=100 + live.MAX_HOLD_SECONDS) == (1, None)
 
 
 def test_snapshot_parses_postgres_text() -> None:
-    assert live.Snapshot.parse("10:12:") == live.Snapshot(10, 12, running=False)
-    assert live.Snapshot.parse("10:12:10,11") == live.Snapshot(10, 12, running=True)
+    assert live.Snapshot.parse("10:12:") == snap(set(), set())
+    assert live.Snapshot.parse("10:12:10,11", ["11"]) == snap({10, 11}, {11})
 
 
 def test_channel_names_the_redis_database() -> None:

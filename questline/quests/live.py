@@ -12,11 +12,12 @@ Commit order is not event_id order on PostgreSQL: two transactions writing items
 player (two sign-ins, a drain and a claim) take their ids from the sequence in one
 order and may commit in the other. A reader that sent id 101 and moved its cursor past
 it would never see 100 when that commits a moment later. So a stream sends an item only
-once every transaction that was running when the item was first read has ended
-(`settle`): PostgreSQL's snapshot says which ones those are, and nothing is written to
-find out. Writers that could hold a sequence number without a transaction id yet are
-given one first (questline.events.repository.insert_new). On SQLite every write takes
-the database's write lock, so ids are taken in commit order and nothing is held back.
+once every write transaction of the database that was running when the item was first
+read has ended (`settle`): PostgreSQL's snapshot and pg_stat_activity say which ones
+those are, and nothing is written to find out. Writers that could hold a sequence
+number without a transaction id yet are given one first
+(questline.events.repository.insert_new). On SQLite every write takes the database's
+write lock, so ids are taken in commit order and nothing is held back.
 """
 
 from __future__ import annotations
@@ -112,27 +113,27 @@ def deliver_locally(update: LiveUpdate) -> None:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A PostgreSQL snapshot: every transaction id below `xmin` has ended, none from
-    `xmax` on had started; `running` if any in between was still in progress."""
+    """What a PostgreSQL snapshot says of the transactions with an id: `running`, those
+    still in progress (in every database of the server), and `writers`, those of them
+    in this database, the only ones that can write history items."""
 
-    xmin: int
-    xmax: int
-    running: bool
+    running: frozenset[int]
+    writers: frozenset[int]
 
     @classmethod
-    def parse(cls, value: str) -> Snapshot:
-        """From pg_current_snapshot()'s text form, `xmin:xmax:xip,xip,...`."""
-        xmin, xmax, xip = value.split(":")
-        return cls(int(xmin), int(xmax), bool(xip))
+    def parse(cls, snapshot: str, writers: Iterable[str | int] = ()) -> Snapshot:
+        """From pg_current_snapshot()'s text form, `xmin:xmax:xip,xip,...`, and the
+        ids of this database's running transactions."""
+        xip = snapshot.split(":")[2]
+        return cls(frozenset(int(x) for x in xip.split(",") if x), frozenset(map(int, writers)))
 
 
 @dataclass(frozen=True)
 class HeldBack:
     """Items a stream has read but may not send yet: those up to event `upto`, first
-    read (at monotonic time `since`) in a snapshot whose transactions all had ids below
-    `horizon`."""
+    read (at monotonic time `since`) while the transactions `writers` were running."""
 
-    horizon: int
+    writers: frozenset[int]
     upto: int
     since: float
 
@@ -145,23 +146,25 @@ def settle(
 
     An id may be sent when no transaction that could still commit a smaller id of the
     player is running: any such transaction took its id before this item's, so it was
-    running when the item was first read. They have all ended once a later snapshot's
-    xmin reaches the horizon (the xmax of the snapshot that first read the item), or
-    at once when the snapshot shows no writer running. No snapshot (SQLite): all.
-    Held longer than MAX_HOLD_SECONDS, they go anyway.
+    one of the database's writers running when the item was first read. Items go once
+    none of those is running any more (a later snapshot no longer lists them), or at
+    once when no writer runs. No snapshot (SQLite): all. Held longer than
+    MAX_HOLD_SECONDS, they go anyway.
     """
-    if snapshot is None or not snapshot.running:
+    if snapshot is None:
         return len(ids), None
     upto = 0
     if held is not None and (
-        snapshot.xmin >= held.horizon or now - held.since >= MAX_HOLD_SECONDS
+        not held.writers & snapshot.running or now - held.since >= MAX_HOLD_SECONDS
     ):
         upto, held = held.upto, None
+    if held is None and not snapshot.writers:
+        return len(ids), None
     ready = 0
     while ready < len(ids) and ids[ready] <= upto:
         ready += 1
     if ready < len(ids) and held is None:
-        held = HeldBack(horizon=snapshot.xmax, upto=ids[-1], since=now)
+        held = HeldBack(writers=snapshot.writers, upto=ids[-1], since=now)
     return ready, held
 
 
@@ -177,8 +180,8 @@ class Read:
 
 def read_after(session: Session, *, user_id: int, after: int, limit: int = PAGE) -> Read:
     """The player's history items after event `after`, oldest first, and the player's
-    ban status. The snapshot is taken after the items are read, so every transaction
-    running when they were read is in it or ended."""
+    ban status; on PostgreSQL, when there are items, the snapshot taken after reading
+    them, so that every transaction running when they were read is in it or ended."""
     items = list(
         session.scalars(
             select(Event)
@@ -187,14 +190,27 @@ def read_after(session: Session, *, user_id: int, after: int, limit: int = PAGE)
             .limit(limit)
         )
     )
-    postgres = session.get_bind().dialect.name == "postgresql"
-    snapshot_sql = text("pg_current_snapshot()::text") if postgres else text("NULL")
-    row = session.execute(
-        select(User.status, snapshot_sql).where(User.user_id == user_id)
-    ).one_or_none()
-    banned = row is None or row[0] == UserStatus.BANNED
-    snapshot = Snapshot.parse(row[1]) if row is not None and row[1] is not None else None
+    status = session.scalar(select(User.status).where(User.user_id == user_id))
+    banned = status is None or status == UserStatus.BANNED
+    snapshot = None
+    if items and session.get_bind().dialect.name == "postgresql":
+        current, writers = session.execute(_SNAPSHOT).one()
+        snapshot = Snapshot.parse(current, writers)
     return Read(items, banned, snapshot)
+
+
+# The snapshot, and which of its running transactions are this database's (matched on
+# the low 32 bits of the 64-bit ids: pg_stat_activity shows 32-bit ones). The same
+# snapshot for both: a statement has one.
+_SNAPSHOT = text(
+    """
+    SELECT pg_current_snapshot()::text,
+           ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+                 WHERE (x::text::numeric % 4294967296)::bigint IN (
+                     SELECT backend_xid::text::bigint FROM pg_stat_activity
+                     WHERE datname = current_database() AND backend_xid IS NOT NULL))
+    """
+)
 
 
 def newest_event_id(session: Session, *, user_id: int) -> int:
