@@ -52,14 +52,19 @@ router = APIRouter(tags=["processing"])
 # reach the streams by the re-check, so that runs at least this often there (SQLite,
 # one machine, a handful of streams).
 EMBEDDED_RECHECK_SECONDS = 0.5
-# While a stream holds items back (a transaction that may commit an earlier item of
-# the player is still running), it looks again after this pause, doubled each time.
-HOLD_FIRST_PAUSE = 0.01
-HOLD_MAX_PAUSE = 0.2
+# While streams hold items back (a transaction that may commit an earlier item of the
+# player is still running), the hub asks PostgreSQL this often which transactions still
+# run: one small query for every waiting stream of the process.
+HOLD_POLL_SECONDS = 0.02
 RESUBSCRIBE_MAX_SECONDS = 10.0
 
 OPEN_STREAMS = Gauge(
     "questline_live_streams_open", "GET /me/stream connections open", registry=REGISTRY
+)
+STREAMS_HOLDING = Gauge(
+    "questline_live_streams_holding",
+    "GET /me/stream connections holding items back until transactions end",
+    registry=REGISTRY,
 )
 STREAM_READS = Counter(
     "questline_live_stream_reads",
@@ -86,6 +91,9 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self.watches: dict[int, set[Watch]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Streams waiting for transactions to end: their futures and those transactions.
+        self._holds: dict[asyncio.Future[None], frozenset[int]] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         settings = get_settings()
@@ -121,6 +129,31 @@ class Hub:
 
     def wake_all(self) -> None:
         self.wake(list(self.watches))
+
+    async def ended(self, writers: frozenset[int]) -> None:
+        """Return once none of these transactions is running any more."""
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._holds[done] = writers
+        if self._poller is None or self._poller.done():
+            self._poller = self.loop.create_task(self._poll_transactions())
+        STREAMS_HOLDING.inc()
+        try:
+            await done
+        finally:
+            STREAMS_HOLDING.dec()
+            self._holds.pop(done, None)
+
+    async def _poll_transactions(self) -> None:
+        while self._holds:
+            await asyncio.sleep(HOLD_POLL_SECONDS)
+            try:
+                running = await run_in_threadpool(_running_transactions)
+            except Exception as exc:  # the streams give up holding after MAX_HOLD_SECONDS
+                log.warning("live streams: cannot read running transactions (%s)", exc)
+                continue
+            for done, writers in list(self._holds.items()):
+                if not writers & running and not done.done():
+                    done.set_result(None)
 
     def _from_any_thread(self, user_ids: tuple[int, ...]) -> None:
         try:
@@ -188,6 +221,11 @@ def hub() -> Hub:
     return found
 
 
+def _running_transactions() -> frozenset[int]:
+    with session_factory()() as session:
+        return live.running_transactions(session)
+
+
 def _needs_attention(cursors: Mapping[int, int]) -> set[int]:
     with session_factory()() as session:
         return live.needs_attention(session, cursors)
@@ -237,7 +275,6 @@ async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
     stream_hub = hub()
     watch = stream_hub.watch(opened.user_id, opened.cursor)
     held: live.HeldBack | None = None
-    pause = HOLD_FIRST_PAUSE
     try:
         while True:
             watch.wake.clear()
@@ -257,13 +294,14 @@ async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
                 return
             if ready == live.PAGE:
                 continue  # a long replay: the next page at once
-            if held is not None:
-                wait, pause = min(pause, left), min(pause * 2, HOLD_MAX_PAUSE)
-            else:
-                wait, pause = left, HOLD_FIRST_PAUSE
             try:
-                async with asyncio.timeout(wait):
-                    await watch.wake.wait()
+                if held is not None:
+                    held_for = time.monotonic() - held.since
+                    async with asyncio.timeout(min(live.MAX_HOLD_SECONDS - held_for, left)):
+                        await stream_hub.ended(held.writers)
+                else:
+                    async with asyncio.timeout(left):
+                        await watch.wake.wait()
             except TimeoutError:
                 pass
     finally:

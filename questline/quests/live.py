@@ -213,6 +213,12 @@ _SNAPSHOT = text(
 )
 
 
+def running_transactions(session: Session) -> frozenset[int]:
+    """The ids of the transactions running now (PostgreSQL), for streams that hold
+    items back until some of them end."""
+    return Snapshot.parse(str(session.scalar(text("SELECT pg_current_snapshot()::text")))).running
+
+
 def newest_event_id(session: Session, *, user_id: int) -> int:
     """The player's newest history item (0 when none): where a stream without a
     starting point begins."""
