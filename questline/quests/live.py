@@ -12,8 +12,8 @@ Commit order is not event_id order on PostgreSQL: two transactions writing items
 player (two sign-ins, a drain and a claim) take their ids from the sequence in one
 order and may commit in the other. A reader that sent id 101 and moved its cursor past
 it would never see 100 when that commits a moment later. So a stream sends an item only
-once every write transaction of the database that was running when the item was first
-read has ended (`settle`): PostgreSQL's snapshot and pg_stat_activity say which ones
+once every transaction writing the events table when the item was first read has
+ended (`settle`): PostgreSQL's snapshot, pg_locks and pg_stat_activity say which ones
 those are, and nothing is written to find out. Writers that could hold a sequence
 number without a transaction id yet are given one first
 (questline.events.repository.insert_new). On SQLite every write takes the database's
@@ -199,16 +199,24 @@ def read_after(session: Session, *, user_id: int, after: int, limit: int = PAGE)
     return Read(items, banned, snapshot)
 
 
-# The snapshot, and which of its running transactions are this database's (matched on
-# the low 32 bits of the 64-bit ids: pg_stat_activity shows 32-bit ones). The same
-# snapshot for both: a statement has one.
+# The snapshot, and which of its running transactions write the events table: only
+# those can hold an event_id not yet committed, since an INSERT takes the table's
+# RowExclusiveLock before it takes ids from the sequence (a drain that has not written
+# its history yet, or a transaction of another database, holds none and is not waited
+# for). Matched on the low 32 bits of the 64-bit ids: pg_stat_activity shows 32-bit
+# ones. The same snapshot for both: a statement has one.
 _SNAPSHOT = text(
     """
     SELECT pg_current_snapshot()::text,
            ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x
                  WHERE (x::text::numeric % 4294967296)::bigint IN (
-                     SELECT backend_xid::text::bigint FROM pg_stat_activity
-                     WHERE datname = current_database() AND backend_xid IS NOT NULL))
+                     SELECT a.backend_xid::text::bigint
+                     FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+                     WHERE l.locktype = 'relation' AND l.relation = 'events'::regclass
+                       AND l.database = (SELECT oid FROM pg_database
+                                         WHERE datname = current_database())
+                       AND l.mode = 'RowExclusiveLock' AND l.granted
+                       AND a.backend_xid IS NOT NULL))
     """
 )
 
