@@ -57,6 +57,10 @@ EMBEDDED_RECHECK_SECONDS = 0.5
 # run: one small query for every waiting stream of the process.
 HOLD_POLL_SECONDS = 0.02
 RESUBSCRIBE_MAX_SECONDS = 10.0
+# A stream whose read fails (the database away, no connection to spare) keeps its
+# connection and cursor and tries again after this pause, doubled up to the maximum.
+READ_RETRY_SECONDS = 0.5
+READ_RETRY_MAX_SECONDS = 5.0
 
 OPEN_STREAMS = Gauge(
     "questline_live_streams_open", "GET /me/stream connections open", registry=REGISTRY
@@ -275,10 +279,21 @@ async def _messages(opened: Opened) -> AsyncIterator[ServerSentEvent]:
     stream_hub = hub()
     watch = stream_hub.watch(opened.user_id, opened.cursor)
     held: live.HeldBack | None = None
+    retry = READ_RETRY_SECONDS
     try:
         while True:
             watch.wake.clear()
-            page = await run_in_threadpool(_read, opened.user_id, watch.cursor)
+            try:
+                page = await run_in_threadpool(_read, opened.user_id, watch.cursor)
+            except Exception as exc:
+                log.warning("a live stream's read failed (%s); retrying", exc)
+                if opened.valid_until <= time.time():
+                    yield ServerSentEvent(comment="closed: the token expired")
+                    return
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, READ_RETRY_MAX_SECONDS)
+                continue
+            retry = READ_RETRY_SECONDS
             STREAM_READS.inc()
             if page.banned:
                 yield ServerSentEvent(comment="closed: the player is banned")
