@@ -156,6 +156,7 @@ async def _scenario(
         await asyncio.sleep(0.2)
     await asyncio.sleep(2)  # the last quest_progress messages
     cpu_load = cpu_seconds(api_pid) - cpu1
+    lag = b.lag_percentiles()  # sign-in stored -> applied by a worker, for comparison
     for s in warm + streams:
         s.close()
     return {
@@ -178,6 +179,8 @@ async def _scenario(
         "progress_delay_p50_ms": 1000 * percentile(arrivals.progress_delays, 0.5),
         "progress_delay_p99_ms": 1000 * percentile(arrivals.progress_delays, 0.99),
         "stream_api_cpu_seconds_under_load": cpu_load,
+        "applied_lag_p50_ms": 1000 * lag[0],
+        "applied_lag_p99_ms": 1000 * lag[2],
     }
 
 

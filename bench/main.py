@@ -151,7 +151,10 @@ class Run:
             f"p50/p99 {r['sign_in_delay_p50_ms']:,.0f}/{r['sign_in_delay_p99_ms']:,.0f} ms "
             f"({r['sign_in_messages']:,} of {r['sign_ins']:,}); -> its quest_progress "
             f"message p50/p99 {r['progress_delay_p50_ms']:,.0f}/"
-            f"{r['progress_delay_p99_ms']:,.0f} ms ({r['progress_messages']:,})"
+            f"{r['progress_delay_p99_ms']:,.0f} ms ({r['progress_messages']:,}); sign-in "
+            f"applied by a worker p50/p99 {r['applied_lag_p50_ms']:,.0f}/"
+            f"{r['applied_lag_p99_ms']:,.0f} ms; stream API CPU "
+            f"{r['stream_api_cpu_seconds_under_load']:.1f} s"
         )
         if r["sign_in_messages"] != r["sign_ins"] or r["failed"]:
             self.failures.append(
