@@ -380,3 +380,45 @@ def test_embedded_mode_streams_live(tmp_path: Path) -> None:
     finally:
         app.stop()
 
+
+
+def test_each_history_write_announces_its_player_after_commit(
+    server: support.LiveServer, make_player: Any, admin: Player, worker: Any
+) -> None:
+    """Sign-ins (the API), the drain (a worker process), claims, gameplay events and a
+    ban each publish their player on the Redis channel once committed."""
+    import redis
+
+    bus = redis.Redis.from_url(support.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    bus.subscribe(live.channel(support.REDIS_URL))
+    p = make_player()
+
+    def announced() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = bus.get_message(timeout=1)
+            if message is not None and p.user_id in live.decode(message["data"]):
+                return
+        raise AssertionError("no announcement")
+
+    try:
+        sign_in = p.login()["sign_in_id"]
+        announced()  # the sign-in, from this process's publisher
+        p.wait_processed(sign_in)
+        announced()  # its quest_progress, from the worker's
+        with db.transaction() as session:
+            key = credentials.create(session, name="announcer", scopes=["events:write"]).api_key
+        event = {"user_id": p.user_id, "type": "match.won", "idempotency_key": "a1"}
+        r = p.client.post("/events", headers={"X-API-Key": key}, json={"events": [event]})
+        assert r.status_code == 202, r.text
+        announced()
+        for _ in range(2):
+            p.wait_processed(p.refresh()["sign_in_id"])
+        while bus.get_message(timeout=1) is not None:  # the sign-ins' and drains'
+            pass
+        assert p.post("/me/quests/1/claim").status_code == 200
+        announced()
+        assert admin.post(f"/auth/users/{p.user_id}/ban").status_code == 200
+        announced()
+    finally:
+        bus.close()
