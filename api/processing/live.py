@@ -72,7 +72,7 @@ STREAMS_HOLDING = Gauge(
 )
 STREAM_READS = Counter(
     "questline_live_stream_reads",
-    "Database reads of GET /me/stream connections (woken, re-checked, or holding back)",
+    "Database reads of GET /me/stream connections (each time one is woken)",
     registry=REGISTRY,
 )
 
