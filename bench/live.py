@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass, field
@@ -123,42 +124,116 @@ async def _open_all(port: int, tokens: list[tuple[int, str]], arrivals: Arrivals
     return streams
 
 
-async def _scenario(
+async def _read_streams(port: int, tokens: list[tuple[int, str]], pipe: Any) -> None:
+    """The readers' process: one stream first ("warm"), the rest on "go" ("open"), the
+    heartbeat count on "count", everything received on "stop"."""
+    arrivals = Arrivals()
+    streams = await _open_all(port, tokens[:1], arrivals)
+    pipe.send("warm")
+    while True:
+        while not pipe.poll():
+            await asyncio.sleep(0.05)
+        command = pipe.recv()
+        if command == "go":
+            streams += await _open_all(port, tokens[1:], arrivals)
+            pipe.send("open")
+        elif command == "count":
+            pipe.send((arrivals.heartbeats, len(arrivals.sign_in_delays)))
+        else:
+            for stream in streams:
+                stream.close()
+            pipe.send(
+                {
+                    "sign_in": arrivals.sign_in_delays,
+                    "progress": arrivals.progress_delays,
+                    "rusage": time.process_time(),
+                }
+            )
+            return
+
+
+def _reader_main(port: int, tokens: list[tuple[int, str]], pipe: Any) -> None:
+    asyncio.run(_read_streams(port, tokens, pipe))
+
+
+def _scenario(
     b: Bench, api_pid: int, port: int, auth_port: int, n: int, rate: float, seconds: float
 ) -> dict[str, Any]:
     from questline import security
 
     tokens = [(u, security.mint_access_token(u, "player")[0]) for u in range(1, n + 1)]
-    arrivals = Arrivals()
+    # The streams are read in a process of their own, so that the load generator (this
+    # process) never delays a message's arrival time.
+    context = mp.get_context("spawn")
+    pipe, child_pipe = context.Pipe()
+    reader = context.Process(target=_reader_main, args=(port, tokens, child_pipe), daemon=True)
+    reader.start()
+    try:
+        return _run(b, api_pid, port, auth_port, n, rate, seconds, pipe)
+    finally:
+        reader.join(30)
+        if reader.is_alive():
+            reader.kill()
+
+
+def _holds(port: int) -> tuple[float, float]:
+    """The stream API's holds so far: how many, and their seconds in all."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = dict.fromkeys(("count", "sum"), 0.0)
+    for line in text.splitlines():
+        for kind in found:
+            if line.startswith(f"questline_live_hold_seconds_{kind} "):
+                found[kind] = float(line.split()[1])
+    return found["count"], found["sum"]
+
+
+def _run(
+    b: Bench,
+    api_pid: int,
+    api_port: int,
+    auth_port: int,
+    n: int,
+    rate: float,
+    seconds: float,
+    pipe: Any,
+) -> dict[str, Any]:
+    def ask(command: str | None, timeout: float = 300) -> Any:
+        if command is not None:
+            pipe.send(command)
+        if not pipe.poll(timeout):
+            raise RuntimeError(f"the stream readers did not answer {command!r}")
+        return pipe.recv()
+
     # One stream first, so imports, the hub and its Redis subscription are counted in
     # "before", not charged to the streams.
-    warm = await _open_all(port, tokens[:1], arrivals)
-    await asyncio.sleep(1)
+    assert ask(None) == "warm"
+    time.sleep(1)
     rss_before = rss_bytes(api_pid)
-    streams = await _open_all(port, tokens[1:], arrivals)
-    await asyncio.sleep(3)  # let the server settle (allocations, the first re-check)
+    assert ask("go") == "open"
+    time.sleep(3)  # let the server settle (allocations, the first re-check)
     rss_after = rss_bytes(api_pid)
 
     idle = 20.0 if b.quick else 60.0
+    beats0, _ = ask("count")
     cpu0, t0 = cpu_seconds(api_pid), time.monotonic()
-    await asyncio.sleep(idle)
+    time.sleep(idle)
     cpu_idle = cpu_seconds(api_pid) - cpu0
     idle_elapsed = time.monotonic() - t0
-    heartbeats = arrivals.heartbeats
+    beats1, _ = ask("count")
 
     refresh_tokens = b.make_refresh_tokens(n)
     cpu1 = cpu_seconds(api_pid)
-    load = await offered_refresh_load(auth_port, refresh_tokens, rate, seconds)
+    load = asyncio.run(offered_refresh_load(auth_port, refresh_tokens, rate, seconds))
     harness.wait_until(lambda: b.pending() == 0, 300, "the sign-ins to be applied")
-    wanted = load.ok
-    deadline = time.monotonic() + 60
-    while len(arrivals.sign_in_delays) < wanted and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(2)  # the last quest_progress messages
+    harness.wait_until(lambda: ask("count")[1] >= load.ok, 60, "every sign-in's message to arrive")
+    time.sleep(2)  # the last quest_progress messages
     cpu_load = cpu_seconds(api_pid) - cpu1
+    holds, held_seconds = _holds(api_port)
     lag = b.lag_percentiles()  # sign-in stored -> applied by a worker, for comparison
-    for s in warm + streams:
-        s.close()
+    got = ask("stop")
+    sign_in, progress = got["sign_in"], got["progress"]
     return {
         "streams": n,
         "rss_before_mib": rss_before / 2**20,
@@ -167,18 +242,21 @@ async def _scenario(
         "idle_seconds": idle_elapsed,
         "idle_cpu_seconds": cpu_idle,
         "idle_cpu_percent": 100 * cpu_idle / idle_elapsed,
-        "heartbeats_in_idle": heartbeats,
+        "heartbeats_in_idle": beats1 - beats0,
         "offered": rate,
         "sustained": load.rate,
         "sign_ins": load.ok,
         "failed": load.failed,
-        "sign_in_messages": len(arrivals.sign_in_delays),
-        "sign_in_delay_p50_ms": 1000 * percentile(arrivals.sign_in_delays, 0.5),
-        "sign_in_delay_p99_ms": 1000 * percentile(arrivals.sign_in_delays, 0.99),
-        "progress_messages": len(arrivals.progress_delays),
-        "progress_delay_p50_ms": 1000 * percentile(arrivals.progress_delays, 0.5),
-        "progress_delay_p99_ms": 1000 * percentile(arrivals.progress_delays, 0.99),
+        "sign_in_messages": len(sign_in),
+        "sign_in_delay_p50_ms": 1000 * percentile(sign_in, 0.5),
+        "sign_in_delay_p99_ms": 1000 * percentile(sign_in, 0.99),
+        "progress_messages": len(progress),
+        "progress_delay_p50_ms": 1000 * percentile(progress, 0.5),
+        "progress_delay_p99_ms": 1000 * percentile(progress, 0.99),
         "stream_api_cpu_seconds_under_load": cpu_load,
+        "readers_cpu_seconds": got["rusage"],
+        "holds": holds,
+        "hold_mean_ms": 1000 * held_seconds / holds if holds else 0.0,
         "applied_lag_p50_ms": 1000 * lag[0],
         "applied_lag_p99_ms": 1000 * lag[2],
     }
@@ -201,6 +279,4 @@ def measure_live(
         b.celery_worker("workers", workers) as worker,
     ):
         wait_worker_ready(questline_app, worker)
-        return asyncio.run(
-            _scenario(b, live_api.pid, live_api.port, auth_api.port, streams, rate, seconds)
-        )
+        return _scenario(b, live_api.pid, live_api.port, auth_api.port, streams, rate, seconds)

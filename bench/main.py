@@ -154,7 +154,8 @@ class Run:
             f"{r['progress_delay_p99_ms']:,.0f} ms ({r['progress_messages']:,}); sign-in "
             f"applied by a worker p50/p99 {r['applied_lag_p50_ms']:,.0f}/"
             f"{r['applied_lag_p99_ms']:,.0f} ms; stream API CPU "
-            f"{r['stream_api_cpu_seconds_under_load']:.1f} s"
+            f"{r['stream_api_cpu_seconds_under_load']:.1f} s; {r['holds']:,.0f} holds, "
+            f"mean {r['hold_mean_ms']:,.0f} ms"
         )
         if r["sign_in_messages"] != r["sign_ins"] or r["failed"]:
             self.failures.append(

@@ -31,7 +31,7 @@ import redis.asyncio
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import MAX_ID, bearer
@@ -68,6 +68,12 @@ OPEN_STREAMS = Gauge(
 STREAMS_HOLDING = Gauge(
     "questline_live_streams_holding",
     "GET /me/stream connections holding items back until transactions end",
+    registry=REGISTRY,
+)
+HOLD_SECONDS = Histogram(
+    "questline_live_hold_seconds",
+    "How long a GET /me/stream connection waited for transactions to end before sending",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 STREAM_READS = Counter(
@@ -141,9 +147,11 @@ class Hub:
         if self._poller is None or self._poller.done():
             self._poller = self.loop.create_task(self._poll_transactions())
         STREAMS_HOLDING.inc()
+        started = time.monotonic()
         try:
             await done
         finally:
+            HOLD_SECONDS.observe(time.monotonic() - started)
             STREAMS_HOLDING.dec()
             self._holds.pop(done, None)
 
