@@ -381,7 +381,6 @@ def test_embedded_mode_streams_live(tmp_path: Path) -> None:
         app.stop()
 
 
-
 def test_each_history_write_announces_its_player_after_commit(
     server: support.LiveServer, make_player: Any, admin: Player, worker: Any
 ) -> None:
@@ -422,3 +421,69 @@ def test_each_history_write_announces_its_player_after_commit(
         announced()
     finally:
         bus.close()
+
+
+def test_every_write_of_a_history_item_queues_a_live_update(session: Any) -> None:
+    """Each path that stores an item of /me/events (or bans) wakes the player's streams:
+    login, refresh (one SQL statement on PostgreSQL), gameplay events, the engine's and
+    the claims' entries, a ban."""
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from questline.events import repository as events_repository
+    from questline.infra import after_commit
+    from questline.users import repository as users_repository
+    from questline.users import service as users
+    from tests import factories
+
+    now = utcnow()
+    alice, bob, admin = (factories.add_user(session) for _ in range(3))
+
+    def queued_for(user_id: int) -> bool:
+        found = any(
+            isinstance(m, live.LiveUpdate) and user_id in m.user_ids
+            for m in after_commit.pending(session)
+        )
+        session.info.pop("questline.after_commit", None)
+        return found
+
+    assert not queued_for(alice.user_id)
+    users_repository.add_sign_in(session, alice.user_id, via="login", now=now)
+    assert queued_for(alice.user_id)
+    users_repository.add_refresh_token(
+        session,
+        "old",
+        user_id=alice.user_id,
+        family_id="f",
+        now=now,
+        expires_at=now + timedelta(days=1),
+    )
+    assert not queued_for(alice.user_id)
+    signed_in = users_repository.rotate_refresh_token(
+        session, "old", new_hash="new", now=now, expires_at=now + timedelta(days=1)
+    )
+    assert signed_in is not None
+    assert queued_for(alice.user_id)
+    events_repository.insert_new(
+        session,
+        [
+            {
+                "user_id": bob.user_id,
+                "type": "match.won",
+                "data": {},
+                "created_at": now,
+                "occurred_at": now,
+                "tz": "UTC",
+                "value": 1,
+                "attrs": {},
+                "idempotency_key": "k",
+                "api_key_id": None,
+                "attempts": 0,
+            }
+        ],
+    )
+    assert queued_for(bob.user_id)
+    _add_history_item(session, bob.user_id)
+    assert queued_for(bob.user_id)
+    users.ban(session, user_id=bob.user_id, by=admin.user_id)
+    assert queued_for(bob.user_id)

@@ -191,15 +191,18 @@ def rotate_refresh_token(
             )
             .one_or_none()
         )
-        return None if row is None else SignedIn(int(row[0]), int(row[1]), str(row[2]))
-    live = use_refresh_token(session, token_hash, now=now)
-    if live is None:
+        if row is None:
+            return None
+        live.announce(session, [int(row[1])])  # the sign-in is a history item
+        return SignedIn(int(row[0]), int(row[1]), str(row[2]))
+    token = use_refresh_token(session, token_hash, now=now)
+    if token is None:
         return None
     return record_sign_in(
         session,
-        live.user_id,
+        token.user_id,
         via="refresh",
-        family_id=live.family_id,
+        family_id=token.family_id,
         token_hash=new_hash,
         now=now,
         expires_at=expires_at,
