@@ -487,3 +487,24 @@ def test_every_write_of_a_history_item_queues_a_live_update(session: Any) -> Non
     assert queued_for(bob.user_id)
     users.ban(session, user_id=bob.user_id, by=admin.user_id)
     assert queued_for(bob.user_id)
+
+
+def test_the_access_log_never_shows_a_query_token() -> None:
+    import logging
+
+    from api.processing.live import RedactAccessToken
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/me/stream?after=3&access_token=eyJ.secret.sig", "1.1", 200),
+        None,
+    )
+    assert RedactAccessToken().filter(record)
+    line = record.getMessage()
+    assert "secret" not in line
+    assert "/me/stream?after=3&access_token=[redacted]" in line
+    assert RedactAccessToken in {type(f) for f in logging.getLogger("uvicorn.access").filters}
