@@ -21,7 +21,7 @@ from questline.credentials import service as credentials
 from questline.infra import db
 from questline.quests import live
 from questline.quests import repository as quests_repository
-from tests import support
+from tests import factories, support
 from tests.conftest import Player
 from tests.sse import Message, SseStream
 
@@ -37,6 +37,14 @@ def history(player: Player) -> list[dict[str, Any]]:
 
 def stream(server: support.LiveServer, player: Player, **params: Any) -> SseStream:
     return SseStream(server.url, "/me/stream", headers=player.headers, params=params)
+
+
+def quiet(server: support.LiveServer, player: Player, **params: Any) -> SseStream:
+    """A stream with a token minted for the player, who never signs in: no sign-in for
+    the suite's worker to apply after the test."""
+    return SseStream(
+        server.url, "/me/stream", headers=factories.bearer(player.user_id), params=params
+    )
 
 
 def settled(player: Player, sign_in_ids: list[int]) -> list[dict[str, Any]]:
@@ -193,7 +201,7 @@ def test_a_heartbeat_comment_keeps_an_idle_stream_open(
     server: support.LiveServer, make_player: Any
 ) -> None:
     p = make_player()
-    with stream(server, p) as s:
+    with quiet(server, p) as s:
         s.wait_for(lambda s: "heartbeat" in s.comments, what="a heartbeat comment")
 
 
@@ -212,15 +220,17 @@ def test_a_bad_starting_point_is_422(
 ) -> None:
     p = make_player()
     r = httpx.get(
-        f"{server.url}/me/stream", params=params, headers={**p.headers, **headers}, timeout=10
+        f"{server.url}/me/stream",
+        params=params,
+        headers={**factories.bearer(p.user_id), **headers},
+        timeout=10,
     )
     assert r.status_code == 422, r.text
 
 
 def test_no_or_a_bad_token_is_401(server: support.LiveServer, make_player: Any) -> None:
     p = make_player()
-    p.login()
-    assert p.token is not None
+    p.token = factories.bearer(p.user_id)["Authorization"].split()[1]
     forged = p.token[:-4] + ("AAAA" if not p.token.endswith("AAAA") else "BBBB")
     for params, headers in [
         ({}, {}),
@@ -238,12 +248,12 @@ def test_the_stream_closes_when_the_player_is_banned(
     server: support.LiveServer, make_player: Any, admin: Player
 ) -> None:
     p = make_player()
-    with stream(server, p) as s:
+    with quiet(server, p) as s:
         r = admin.post(f"/auth/users/{p.user_id}/ban")
         assert r.status_code == 200, r.text
         s.wait_closed()
         assert "closed: the player is banned" in s.comments
-    r = httpx.get(f"{server.url}/me/stream", headers=p.headers, timeout=10)
+    r = httpx.get(f"{server.url}/me/stream", headers=factories.bearer(p.user_id), timeout=10)
     assert r.status_code == 403
 
 
@@ -321,7 +331,7 @@ def _add_history_item(session: Any, user_id: int) -> int:
 
 def test_a_lost_notification_only_delays(server: support.LiveServer, make_player: Any) -> None:
     p = make_player()
-    with stream(server, p) as s:
+    with quiet(server, p) as s:
         # Written behind the after-commit hook's back: no message ever announces it.
         with db.transaction() as session:
             item = _add_history_item(session, p.user_id)
@@ -343,7 +353,7 @@ def test_an_item_waits_for_an_earlier_one_still_being_committed(
     cursor past A, and A would never be sent; the stream holds B until A's transaction
     ends, then sends A, B."""
     p = make_player()
-    with stream(server, p) as s:
+    with quiet(server, p) as s:
         slow = db.session_factory()()
         try:
             a = _add_history_item(slow, p.user_id)
