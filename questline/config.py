@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # proxies; every open stream of a process is re-checked in the database this often
     # (in a few statements for all of them), so a lost notification only delays. The
     # embedded mode, whose worker is another process with no Redis between them,
-    # re-checks at least every EMBEDDED_RECHECK_SECONDS (api/processing/live.py).
+    # re-checks at least every EMBEDDED_RECHECK_SECONDS (api/processing/live_hub.py).
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
 
