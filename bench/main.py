@@ -13,6 +13,7 @@ from typing import Any
 import harness
 from bench import __doc__ as ABOUT
 from bench.gameplay import QUESTS, measure_gameplay_drain, measure_ingestion
+from bench.live import measure_live
 from bench.measure import (
     EndToEnd,
     measure_backlog,
@@ -51,6 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"where to create the {DATABASE} database ($QUESTLINE_BENCH_DB_NAME names another)",
     )
     parser.add_argument("--redis-url", help="a Redis db to use (it is flushed)")
+    parser.add_argument("--streams", type=int, default=1000, help="(i) open live streams")
+    parser.add_argument(
+        "--live-rate",
+        type=float,
+        default=300,
+        help="(i) offered refresh sign-ins/s of the streaming players (default 300)",
+    )
     parser.add_argument(
         "--rabbitmq-url",
         default=RABBITMQ_URL,
@@ -60,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma list of parts to skip: a,b,c,d,e,f,g,h; rabbitmq skips (c) on RabbitMQ",
+        help="comma list of parts to skip: a,b,c,d,e,f,g,h,i; rabbitmq skips (c) on RabbitMQ",
     )
     parser.add_argument("--plot", type=Path, default=harness.ROOT / "docs" / "performance.png")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
@@ -137,6 +145,8 @@ class Run:
             self.gameplay()
         if "h" not in self.skip:
             self.grpc()
+        if "i" not in self.skip:
+            self.live()
 
     def grpc(self) -> None:
         from bench.grpc_rows import measure_grpc_ingestion, measure_grpc_source_drain
@@ -175,6 +185,45 @@ class Run:
             ("(h) gameplay drain, database catalog source, 1 proc", d["database"], "inputs/s")
         )
         self.results["grpc_source_drain"] = d
+
+    def live(self) -> None:
+        n, w = self.args.streams, self.b.processes
+        r = measure_live(self.b, n, self.args.live_rate, self.seconds * 2, w)
+        say(
+            f"(i) live streams, {n:,} open on 1 API process: RSS {r['rss_before_mib']:.0f} -> "
+            f"{r['rss_after_mib']:.0f} MiB ({r['rss_per_stream_kib']:.1f} KiB per stream); "
+            f"idle CPU {r['idle_cpu_seconds']:.2f} s over {r['idle_seconds']:.0f} s "
+            f"({r['idle_cpu_percent']:.1f} % of a core, {r['heartbeats_in_idle']:,} "
+            f"heartbeats)"
+        )
+        say(
+            f"(i) under load, offered {r['offered']:,.0f} sign-ins/s (sustained "
+            f"{r['sustained']:,.0f}/s, {w} worker proc): sign-in commit -> its SSE message "
+            f"p50/p99 {r['sign_in_delay_p50_ms']:,.0f}/{r['sign_in_delay_p99_ms']:,.0f} ms "
+            f"({r['sign_in_messages']:,} of {r['sign_ins']:,}); -> its quest_progress "
+            f"message p50/p99 {r['progress_delay_p50_ms']:,.0f}/"
+            f"{r['progress_delay_p99_ms']:,.0f} ms ({r['progress_messages']:,}); sign-in "
+            f"applied by a worker p50/p99 {r['applied_lag_p50_ms']:,.0f}/"
+            f"{r['applied_lag_p99_ms']:,.0f} ms; stream API CPU "
+            f"{r['stream_api_cpu_seconds_under_load']:.1f} s; {r['holds']:,.0f} holds, "
+            f"mean {r['hold_mean_ms']:,.0f} ms"
+        )
+        if r["sign_in_messages"] != r["sign_ins"] or r["failed"]:
+            self.failures.append(
+                f"live: {r['sign_in_messages']} sign-in messages for {r['sign_ins']} "
+                f"sign-ins, {r['failed']} failed"
+            )
+        self.rows.append(
+            (f"(i) RSS per idle stream, {n:,} streams", r["rss_per_stream_kib"], "KiB")
+        )
+        self.rows.append(
+            (
+                f"(i) sign-in -> SSE message p99, {r['offered']:,.0f}/s",
+                r["sign_in_delay_p99_ms"],
+                "ms",
+            )
+        )
+        self.results["live"] = r
 
     def ingestion(self) -> None:
         n_batches = 400 if self.quick else 2000

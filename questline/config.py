@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     # delivers a message again as soon as the connection of the worker holding it dies.)
     broker_visibility_timeout_seconds: int = Field(default=300, ge=45)
 
+    # GET /me/stream: a comment line this often keeps idle connections open through
+    # proxies; every open stream of a process is re-checked in the database this often
+    # (in a few statements for all of them), so a lost notification only delays. The
+    # embedded mode, whose worker is another process with no Redis between them,
+    # re-checks at least every EMBEDDED_RECHECK_SECONDS (api/processing/live_hub.py).
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    stream_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
+
     worker_metrics_port: int | None = None
 
     # `questline grpc`: the port, Prometheus /metrics on its own HTTP port (None: off),

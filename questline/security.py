@@ -258,6 +258,8 @@ class TokenClaims:
     user_id: int
     role: Role
     jti: str
+    # When verification stops accepting the token (exp plus the leeway), epoch seconds.
+    valid_until: float = 0.0
 
 
 def mint_access_token(user_id: int, role: str) -> tuple[str, int]:
@@ -298,7 +300,12 @@ def decode_access_token(token: str) -> TokenClaims:
         )
         user_id = int(claims["sub"])
         role = Role(claims["role"])  # ValueError for any other role
-        return TokenClaims(user_id=user_id, role=role, jti=str(claims["jti"]))
+        return TokenClaims(
+            user_id=user_id,
+            role=role,
+            jti=str(claims["jti"]),
+            valid_until=float(claims["exp"]) + settings.jwt_leeway_seconds,
+        )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except (jwt.PyJWTError, ValueError, TypeError, KeyError):

@@ -52,6 +52,9 @@ TEST_ENV = {
     "QUESTLINE_SWEEP_AFTER_SECONDS": os.environ.get("QUESTLINE_SWEEP_AFTER_SECONDS", "1"),
     "QUESTLINE_SWEEP_INTERVAL_SECONDS": os.environ.get("QUESTLINE_SWEEP_INTERVAL_SECONDS", "0.5"),
     "QUESTLINE_LOGIN_MAX_FAILURES_PER_CLIENT": "1000",
+    # Live streams: a heartbeat every second lets a test's reader notice a close at once.
+    "QUESTLINE_STREAM_HEARTBEAT_SECONDS": "1",
+    "QUESTLINE_STREAM_RECHECK_SECONDS": "1",
 }
 
 

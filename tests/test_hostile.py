@@ -30,7 +30,11 @@ from tests import support
 SCHEMAS = {
     "auth": schemathesis.openapi.from_dict(auth_app.openapi()),
     "catalog": schemathesis.openapi.from_dict(catalog_app.openapi()),
-    "processing": schemathesis.openapi.from_dict(processing_app.openapi()),
+    # GET /me/stream answers a valid request with a stream that never ends by itself:
+    # its bad inputs are tested in tests/test_live.py.
+    "processing": schemathesis.openapi.from_dict(processing_app.openapi()).exclude(
+        path="/me/stream"
+    ),
 }
 CHECKS = [
     checks.not_a_server_error,

@@ -428,6 +428,7 @@ SERVICES = {
         "/me/rewards",
         "/me/events",
         "/me/wallet",
+        "/me/stream",
         "/sign-ins/{sign_in_id}",
         "/events",
         "/events/{event_id}",

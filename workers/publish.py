@@ -52,6 +52,7 @@ from questline.config import get_settings
 from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
+from questline.quests import live
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,17 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting | CatalogChanged
+# User ids in one live-update PUBLISH (a batch of drains can touch thousands).
+LIVE_IDS_PER_MESSAGE = 1000
+
+Message = (
+    SignInStored
+    | EventsStored
+    | SignInReplayed
+    | MoreSignInsWaiting
+    | CatalogChanged
+    | live.LiveUpdate
+)
 # One publish on the given kombu producer (the publishing thread's connection).
 Send = Callable[[Any], None]
 
@@ -147,17 +158,18 @@ class Publisher:
                     q.task_done()
 
     def _publish(self, batch: Sequence[Message]) -> None:
-        from workers.broker import publish_breaker
-
         sends: list[Send] = []
         wake = False
         catalog_versions = [m.version for m in batch if isinstance(m, CatalogChanged)]
         if catalog_versions:
             announce_catalog(max(catalog_versions))
+        watched: set[int] = set()
         for message in batch:
             if isinstance(message, CatalogChanged):
                 continue
-            if isinstance(message, SignInReplayed):
+            if isinstance(message, live.LiveUpdate):
+                watched.update(message.user_ids)
+            elif isinstance(message, SignInReplayed):
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
                 sends.append(_process_sign_in_sender(message.sign_in_id, message.user_id))
@@ -167,6 +179,14 @@ class Publisher:
                 wake = True
         if wake:
             sends.insert(0, wake_drainer)
+        self._send_all(sends)
+        if watched:
+            # After the wake-ups: a stream's delay matters less than a drain's.
+            _announce_live(sorted(watched))
+
+    def _send_all(self, sends: Sequence[Send]) -> None:
+        from workers.broker import publish_breaker
+
         breaker = publish_breaker()
         for done, send in enumerate(sends):
             if not breaker.allow():
@@ -224,7 +244,10 @@ class Publisher:
         if now - self._last_drop_log > 10:  # an outage must not flood the log
             self._last_drop_log = now
             log.warning(
-                "%d wake-up message(s) not published: %s; the sweeper applies them", count, why
+                "%d message(s) not published: %s; the sweeper applies the inputs, "
+                "and open streams find their items at their next re-check",
+                count,
+                why,
             )
 
 
@@ -274,6 +297,29 @@ def _catalog_written(message: CatalogChanged) -> None:
     publisher.submit(message)
 
 
+def _announce_live(user_ids: Sequence[int]) -> None:
+    """Wake these players' streams in every API process: Redis pub/sub, through the
+    store's circuit breaker (Redis, whichever the broker). A lost one only delays: each
+    stream re-checks the database periodically."""
+    url = get_settings().redis_url
+    assert url is not None  # the embedded mode delivers in-process (send_live_update)
+    for i in range(0, len(user_ids), LIVE_IDS_PER_MESSAGE):
+        try:
+            get_kv().publish(live.channel(url), live.encode(user_ids[i : i + LIVE_IDS_PER_MESSAGE]))
+        except KeyValueError as exc:
+            log.debug("live updates not announced (%s); streams re-check", exc)
+            return
+
+
+def send_live_update(message: live.LiveUpdate) -> None:
+    """The sender of LiveUpdate: over Redis pub/sub to every API process (from the
+    publishing thread, batched), or in the embedded mode to this process's streams."""
+    if get_settings().embedded:
+        live.deliver_locally(message)
+    else:
+        publisher.submit(message)
+
+
 def wake_drainer(producer: Any = None) -> None:
     """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the
     flag; on `producer`, or else on a connection from the app's pool."""
@@ -309,3 +355,4 @@ after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
 after_commit.register(CatalogChanged, _catalog_written)
+after_commit.register(live.LiveUpdate, send_live_update)

@@ -3,8 +3,11 @@
 from api.deps import verifying_service
 from api.factory import create_app
 from api.processing.events import router as events_router
+from api.processing.live import router as live_router
 from api.processing.routes import router
 
 app = create_app(
-    "Questline Quest Processing", "processing", [router, events_router, verifying_service]
+    "Questline Quest Processing",
+    "processing",
+    [router, events_router, live_router, verifying_service],
 )

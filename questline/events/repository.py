@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from models import Base, Event, User
 from models.events import WITH_IDEMPOTENCY_KEY
 from questline.infra import bulk
+from questline.quests import live
 
 _EVENTS = Base.metadata.tables["events"]
 
@@ -40,6 +41,12 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
     hottest statement of ingestion). A row whose key a concurrent transaction holds
     waits for it, then is skipped if that transaction commits.
     """
+    if not rows:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        # A transaction id before the first sequence number: a live stream holds back
+        # a player's later items while this transaction runs (questline.quests.live).
+        session.execute(select(func.pg_current_xact_id()))
     returned = bulk.insert_rows(
         session,
         _EVENTS,
@@ -48,7 +55,9 @@ def insert_new(session: Session, rows: Sequence[dict[str, Any]]) -> dict[EventKe
         conflict_where=str(WITH_IDEMPOTENCY_KEY),
         returning=("event_id", "user_id", "idempotency_key"),
     )
-    return {(int(user_id), str(key)): int(event_id) for event_id, user_id, key in returned}
+    stored = {(int(user_id), str(key)): int(event_id) for event_id, user_id, key in returned}
+    live.announce(session, (user_id for user_id, _ in stored))
+    return stored
 
 
 def ids_by_key(session: Session, keys: Collection[EventKey]) -> dict[EventKey, int]:

@@ -200,6 +200,10 @@ class KeyValue(Protocol):
 
     def delete(self, key: str) -> None: ...
     def ping(self) -> None: ...
+    def publish(self, channel: str, message: str) -> int:
+        """Publish on a pub/sub channel; how many subscribers got it."""
+        ...
+
     def add_within(
         self, amounts: Mapping[str, int], *, limit: int, ttl: int
     ) -> tuple[str, int] | None:
@@ -339,6 +343,9 @@ class RedisKeyValue:
     def ping(self) -> None:
         self.client.ping()
 
+    def publish(self, channel: str, message: str) -> int:
+        return int(self.client.publish(channel, message))
+
     def add_within(
         self, amounts: Mapping[str, int], *, limit: int, ttl: int
     ) -> tuple[str, int] | None:
@@ -417,6 +424,9 @@ class MemoryKeyValue:
 
     def ping(self) -> None:
         return None
+
+    def publish(self, channel: str, message: str) -> int:
+        return 0  # one process, no subscribers: the embedded mode delivers in-process
 
     def add_within(
         self, amounts: Mapping[str, int], *, limit: int, ttl: int

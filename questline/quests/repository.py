@@ -27,6 +27,7 @@ from models import (
     UserReward,
 )
 from questline.infra import bulk
+from questline.quests import live
 
 
 def _table(model: type[Base]) -> Table:
@@ -384,8 +385,11 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
 
 
 def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (one statement)."""
-    bulk.append_rows(session, _table(Event), rows)
+    """Append history entries (one statement); their players' streams wake after the
+    commit."""
+    if rows:
+        bulk.append_rows(session, _table(Event), rows)
+        live.announce(session, (int(row["user_id"]) for row in rows))
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:

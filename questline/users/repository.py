@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from models import Event, EventType, RefreshToken, User
 from models.users import UserStatus
+from questline.quests import live
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 
@@ -126,6 +127,7 @@ def add_sign_in(session: Session, user_id: int, *, via: str, now: datetime) -> i
     user's zone.
     """
     zone = select(User.timezone).where(User.user_id == user_id).scalar_subquery()
+    live.announce(session, [user_id])  # it is a history item: wake the player's streams
     return session.execute(
         insert(Event)
         .values(
@@ -189,15 +191,18 @@ def rotate_refresh_token(
             )
             .one_or_none()
         )
-        return None if row is None else SignedIn(int(row[0]), int(row[1]), str(row[2]))
-    live = use_refresh_token(session, token_hash, now=now)
-    if live is None:
+        if row is None:
+            return None
+        live.announce(session, [int(row[1])])  # the sign-in is a history item
+        return SignedIn(int(row[0]), int(row[1]), str(row[2]))
+    token = use_refresh_token(session, token_hash, now=now)
+    if token is None:
         return None
     return record_sign_in(
         session,
-        live.user_id,
+        token.user_id,
         via="refresh",
-        family_id=live.family_id,
+        family_id=token.family_id,
         token_hash=new_hash,
         now=now,
         expires_at=expires_at,

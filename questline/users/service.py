@@ -22,6 +22,7 @@ from models.users import Role, UserStatus
 from questline import ratelimit, security
 from questline.config import get_settings
 from questline.errors import Banned, Conflict, Invalid, NotFound, RefreshTokenReused, Unauthorized
+from questline.quests import live
 from questline.users import repository
 from questline.wallet import repository as wallet
 
@@ -165,16 +166,22 @@ def ban(session: Session, *, user_id: int, by: int) -> User:
     user = repository.ban(session, user_id, now=utcnow())
     if user is None:
         raise NotFound("user not found")
+    live.announce(session, [user_id])  # its open streams close
     return user
 
 
 def authenticate(session: Session, token: str) -> User:
     """The user behind an access token: Unauthorized if the token is bad, Banned if banned."""
+    return authenticate_claims(session, token)[0]
+
+
+def authenticate_claims(session: Session, token: str) -> tuple[User, security.TokenClaims]:
+    """authenticate(), and the token's claims (a live stream ends when the token does)."""
     claims = security.decode_access_token(token)
     user = repository.get_by_id(session, claims.user_id)
     if user is None:
         raise Unauthorized("invalid token")
-    return ensure_not_banned(user)
+    return ensure_not_banned(user), claims
 
 
 def profile(session: Session, user: User) -> dict[str, Any]:
