@@ -492,8 +492,15 @@ def test_sigterm_lets_a_call_in_flight_finish(database: str) -> None:
     try:
         with grpc.insecure_channel(server.target) as ch, db.transaction() as blocker:
             stub = events_pb2_grpc.EventsStub(ch)
-            # The user's row locked: the call's INSERT (its foreign key) waits for it.
-            blocker.execute(text("SELECT 1 FROM users WHERE user_id = :u FOR UPDATE"), {"u": user})
+            # An uncommitted event with the same idempotency key: the call's INSERT waits
+            # to learn whether it commits.
+            blocker.execute(
+                text(
+                    "INSERT INTO events (user_id, type, data, created_at, idempotency_key, "
+                    "attempts) VALUES (:u, 'blocker', '{}', now(), 'in-flight', 0)"
+                ),
+                {"u": user},
+            )
             with ThreadPoolExecutor(1) as pool:
                 call = pool.submit(record, stub, key, game_event(user, "in-flight"))
                 support.wait_until(lambda: _waiting_on_a_lock(), 30, "the call to wait on the lock")
@@ -503,7 +510,7 @@ def test_sigterm_lets_a_call_in_flight_finish(database: str) -> None:
                 )
                 assert server.alive()
                 assert not call.done()
-                blocker.rollback()  # the lock goes; the call finishes
+                blocker.rollback()  # the key is free again; the call finishes
                 answer = call.result(timeout=30)
         assert answer.results[0].status == events_pb2.EVENT_STATUS_ACCEPTED
         assert server.wait(30) == 0
