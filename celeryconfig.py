@@ -46,12 +46,16 @@ task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 
 task_default_queue = "questline"
-task_queues = (Queue("sign_ins"), Queue("questline"))
+# `webhooks` is apart so that receivers never slow the application of events: run a
+# worker of its own for it (`celery -A workers worker -Q webhooks`), and the others
+# with `-Q sign_ins,questline`. A worker started without -Q consumes all three.
+task_queues = (Queue("sign_ins"), Queue("questline"), Queue("webhooks"))
 task_routes = {
     "questline.process_sign_in": {"queue": "sign_ins"},
     "questline.drain_outbox": {"queue": "sign_ins"},
     "questline.sweep_outbox": {"queue": "questline"},
     "questline.prune": {"queue": "questline"},
+    "questline.deliver_webhook": {"queue": "webhooks"},
 }
 
 # Flower and `celery events` see tasks as they run.

@@ -9,9 +9,17 @@ from api.catalog.routes import router as catalog_router
 from api.factory import create_app
 from api.processing.events import router as events_router
 from api.processing.routes import router as processing_router
+from api.processing.webhooks import router as webhooks_router
 
 app = create_app(
     "Questline",
     "all",
-    [auth_router, api_keys_router, catalog_router, processing_router, events_router],
+    [
+        auth_router,
+        api_keys_router,
+        catalog_router,
+        processing_router,
+        events_router,
+        webhooks_router,
+    ],
 )

@@ -51,7 +51,10 @@ def database() -> Iterator[str]:
     return support.DATABASE_URL
 
 
-TABLES = "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, events, users"
+TABLES = (
+    "webhook_deliveries, webhooks, user_rewards, user_quest_progress, idempotency_keys, "
+    "refresh_tokens, events, users"
+)
 
 
 @pytest.fixture(autouse=True)

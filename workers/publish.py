@@ -37,6 +37,7 @@ from questline.config import get_settings
 from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv, shared_breaker
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
+from questline.webhooks.service import DeliveriesQueued
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ QUEUE_SIZE = 10_000
 # Messages taken from the queue at once: a batch of sign-ins needs one wake-up.
 TAKE_AT_ONCE = 500
 
-Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting
+Message = SignInStored | EventsStored | SignInReplayed | MoreSignInsWaiting | DeliveriesQueued
 
 
 def batching() -> bool:
@@ -130,6 +131,8 @@ class Publisher:
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
                 sends.append(_process_sign_in_sender(message.sign_in_id, message.user_id))
+            elif isinstance(message, DeliveriesQueued):
+                sends.extend(_deliver_webhook_sender(d, w) for d, w in message.deliveries)
             elif isinstance(message, EventsStored) and not batching():
                 sends.extend(_process_sign_in_sender(e, u) for e, u in message.events)
             else:  # stored inputs in batch mode, or more inputs waiting
@@ -171,6 +174,15 @@ def _process_sign_in_sender(event_id: int, user_id: int | None) -> Callable[[], 
     return send
 
 
+def _deliver_webhook_sender(delivery_id: int, webhook_id: int) -> Callable[[], None]:
+    def send() -> None:
+        from workers.tasks import deliver_webhook
+
+        deliver_webhook.apply_async((delivery_id,), {"webhook_id": webhook_id}, retry=False)
+
+    return send
+
+
 def wake_drainer() -> None:
     """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the flag."""
     from workers.tasks import drain_outbox
@@ -203,3 +215,4 @@ after_commit.register(SignInStored, publisher.submit)
 after_commit.register(EventsStored, publisher.submit)
 after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
+after_commit.register(DeliveriesQueued, publisher.submit)

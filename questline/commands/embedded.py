@@ -1,8 +1,10 @@
 """`questline serve`: the embedded default, with no other service to install or start.
 
-One command runs the all-in-one app (uvicorn, in this process) and one Celery
-worker (a child process that this process starts, restarts and stops), on SQLite
-files in the data dir: questline.db for the data, broker.db for the messages.
+One command runs the all-in-one app (uvicorn, in this process) and two Celery
+workers (child processes that this process starts, restarts and stops), on SQLite
+files in the data dir: questline.db for the data, broker.db for the messages. One
+worker applies events (queues sign_ins and questline), the other sends webhooks
+(queue webhooks), so a receiver that hangs for its 5 s never holds up a sign-in.
 
 Why a child worker on kombu's SQLAlchemy transport rather than a worker thread on
 the in-memory transport: it is the production path unchanged (`celery -A workers
@@ -45,6 +47,9 @@ log = logging.getLogger("questline.embedded")
 _HEALTHY_AFTER_SECONDS = 10.0
 _MAX_RESTART_DELAY = 30.0
 _STOP_TIMEOUT = 15.0
+# What each embedded worker consumes (celeryconfig.task_queues).
+EVENT_QUEUES = "sign_ins,questline"
+WEBHOOK_QUEUES = "webhooks"
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
@@ -59,8 +64,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
     stop_signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
-    worker = WorkerSupervisor(settings)
-    worker.start()
+    workers = [
+        WorkerSupervisor(settings),
+        WorkerSupervisor(settings, queues=WEBHOOK_QUEUES, name="embedded-webhooks"),
+    ]
+    for worker in workers:
+        worker.start()
     try:
         server = uvicorn.Server(uvicorn_config(host, port))
         threading.Thread(target=_announce, args=(server, host, port, settings), daemon=True).start()
@@ -68,7 +77,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
             server.run()
         ok = server.started or bool(stop_signals)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
     print("Questline stopped.", flush=True)
     return 0 if ok else 1
 
@@ -125,14 +135,18 @@ class WorkerSupervisor:
     """Runs `celery -A workers worker --pool=solo` as a child, restarts it if it dies,
     and stops it (SIGTERM, then SIGKILL) when serve stops."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, queues: str = EVENT_QUEUES, name: str = "embedded"
+    ) -> None:
         self.settings = settings
+        self.queues = queues
+        self.name = name
         self.stopping = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         # The thread that spawns the child must outlive it: the child's parent-death
         # signal fires when that thread ends (see _die_with_parent).
-        self.thread = threading.Thread(target=self._run, name="questline-worker", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"questline-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -147,7 +161,8 @@ class WorkerSupervisor:
             "worker",
             "--pool=solo",
             "--loglevel=INFO",
-            "--hostname=embedded@%h",
+            f"--hostname={self.name}@%h",
+            f"--queues={self.queues}",
             # No other workers to talk to; saves broker polling.
             "--without-gossip",
             "--without-mingle",

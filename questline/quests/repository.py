@@ -361,11 +361,22 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
     ).one_or_none()
 
 
-def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (one executemany)."""
-    if rows:
-        # The table, not the entity: the ORM's bulk path adds nothing here but time.
-        session.execute(insert(_table(Event)), rows)
+def add_events(
+    session: Session, rows: Sequence[dict[str, Any]], *, returning: bool = False
+) -> list[int]:
+    """Append history entries (one executemany); with `returning`, their event_ids in
+    the rows' order (else [])."""
+    if not rows:
+        return []
+    # The table, not the entity: the ORM's bulk path adds nothing here but time.
+    table = _table(Event)
+    if not returning:
+        session.execute(insert(table), rows)
+        return []
+    inserted = session.execute(
+        insert(table).returning(table.c.event_id, sort_by_parameter_order=True), list(rows)
+    )
+    return [int(row[0]) for row in inserted]
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
