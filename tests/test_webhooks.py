@@ -4,16 +4,16 @@ loopback; signatures checked with the `standardwebhooks` package, not our own co
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook as Verifier
 
 import harness
-from harness.receiver import Receiver, Received, always, fail_first
+from harness.receiver import Received, Receiver, always, fail_first
 from questline.config import get_settings
 from tests import support
 from tests.conftest import Player
@@ -119,3 +119,281 @@ def test_every_delivery_arrives_signed_after_failures_with_backoff(
     assert types["quest.completed"]["completions"] == 1
     assert types["reward.earned"]["items"] == [{"item": "diamond", "qty": 10}]
     assert types["reward.claimed"]["user_reward_id"] == types["reward.earned"]["user_reward_id"]
+
+
+def test_admin_routes_and_bad_input(admin: Player, make_player: Any) -> None:
+    """No private receivers here (the default): what is refused changes nothing."""
+    player = make_player()
+    assert player.post("/webhooks", json={"url": "https://93.184.215.14/"}).status_code == 403
+    assert admin.client.get("/webhooks").status_code == 401
+    for url in [
+        "ftp://93.184.215.14/",
+        "http://127.0.0.1:9/",
+        "http://localhost:9/",
+        "http://10.0.0.8/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+        "http://[::ffff:127.0.0.1]/",
+        "not a url",
+    ]:
+        r = admin.post("/webhooks", json={"url": url, "events": ["reward.earned"]})
+        assert r.status_code == 422, (url, r.text)
+    for body in [
+        {"url": "https://93.184.215.14/", "events": []},
+        {"url": "https://93.184.215.14/", "events": ["quest.started"]},
+        {"url": "https://93.184.215.14/"},
+        {"url": "https://93.184.215.14/", "events": ["reward.earned"], "secret": "x"},
+        {"url": 5, "events": ["reward.earned"]},
+    ]:
+        assert admin.post("/webhooks", json=body).status_code == 422, body
+    assert admin.get("/webhooks").json() == []
+
+    hook = register(admin, "https://93.184.215.14/in", ["reward.earned", "quest.completed"])
+    assert hook["events"] == ["quest.completed", "reward.earned"]
+    listed = admin.get("/webhooks").json()
+    assert listed == [{k: v for k, v in hook.items() if k != "secret"}]
+    wid = hook["webhook_id"]
+    assert deliveries(admin, wid) == []
+    assert admin.get(f"/webhooks/{wid}/deliveries", params={"status": "lost"}).status_code == 422
+    assert admin.get(f"/webhooks/{wid + 1}/deliveries").status_code == 404
+    assert admin.post(f"/webhooks/{wid}/deliveries/1/retry").status_code == 404
+    assert admin.post(f"/webhooks/{wid}/deliveries/0/retry").status_code == 422
+    assert player.client.delete(f"/webhooks/{wid}", headers=player.headers).status_code == 403
+    assert admin.client.delete(f"/webhooks/{wid}", headers=admin.headers).status_code == 204
+    assert admin.client.delete(f"/webhooks/{wid}", headers=admin.headers).status_code == 404
+    assert admin.get("/webhooks").json() == []
+    assert admin.get(f"/webhooks/{wid}/deliveries").status_code == 404
+
+
+def test_a_receiver_that_hangs_past_the_timeout_gets_the_message_again(
+    admin: Player, make_player: Any, hooks_worker: Any, allow_private: None
+) -> None:
+    """The default 5 s timeout: the first attempt hangs past it, the second is answered."""
+    release = threading.Event()
+
+    def hang_first(request: Received) -> int:
+        if request.number == 1:
+            release.wait(60)
+        return 200
+
+    with Receiver(hang_first) as receiver:
+        hook = register(admin, receiver.url, ["quest.completed"])
+        complete_quest(make_player())
+        try:
+            (row,) = wait_settled(admin, hook["webhook_id"], 1)
+        finally:
+            release.set()
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    (attempts,) = receiver.by_message().values()
+    assert [a.message_id for a in attempts] == [row["message_id"]] * 2
+    # Retry 1 comes after the 5 s timeout and base x 2^0 (-20 %).
+    assert attempts[1].at - attempts[0].at >= 5 + 0.8 * BASE
+    for a in attempts:
+        verify(hook["secret"], a)
+
+
+def test_a_hanging_receiver_delays_neither_other_receivers_nor_events(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    """A webhook worker of 2 slots, at most 1 attempt per endpoint: while one receiver
+    holds its attempt, the other's deliveries and every sign-in go through."""
+    release = threading.Event()
+
+    def hang(_request: Received) -> int:
+        release.wait(120)
+        return 200
+
+    env = webhook_env(
+        QUESTLINE_WEBHOOK_TIMEOUT_SECONDS="60", QUESTLINE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT="1"
+    )
+    with (
+        Receiver(hang) as stuck,
+        Receiver(always(204)) as healthy,
+        support.start_worker(name="hooks-events", queues="sign_ins,questline", **env),
+        support.start_worker(name="hooks-send", queues="webhooks", concurrency=2, **env),
+    ):
+        stuck_hook = register(admin, stuck.url, ["quest.completed", "reward.earned"])
+        healthy_hook = register(admin, healthy.url, ["quest.completed", "reward.earned"])
+        try:
+            complete_quest(make_player())
+            support.wait_until(lambda: stuck.requests(), 60, "the stuck receiver's first request")
+            wait_settled(admin, healthy_hook["webhook_id"], 2)
+            later = make_player()
+            complete_quest(later)  # sign-ins are applied while the receiver hangs
+            rows = wait_settled(admin, healthy_hook["webhook_id"], 4)
+            assert {d["status"] for d in rows} == {"delivered"}
+            assert len(stuck.requests()) == 1  # one slot, still held
+            assert not release.is_set()
+        finally:
+            release.set()
+        wait_settled(admin, stuck_hook["webhook_id"], 4)
+    assert {d["status"] for d in deliveries(admin, stuck_hook["webhook_id"])} == {"delivered"}
+
+
+def test_a_receiver_down_for_a_while_gets_everything_once_it_is_up(
+    admin: Player, make_player: Any, hooks_worker: Any, allow_private: None
+) -> None:
+    receiver = Receiver(always(200))  # not started: its port refuses connections
+    hook = register(admin, receiver.url)
+    player = make_player()
+    complete_quest(player)
+    assert player.post("/me/quests/1/claim").status_code == 200
+
+    def failed_twice() -> bool:
+        rows = deliveries(admin, hook["webhook_id"])
+        return len(rows) == 3 and all(d["attempts"] >= 2 for d in rows)
+
+    support.wait_until(failed_twice, 60, "two failed attempts of each delivery")
+    rows = deliveries(admin, hook["webhook_id"])
+    assert {d["status"] for d in rows} == {"pending"}
+    assert all(d["last_status_code"] is None and d["last_error"] for d in rows)
+    assert all(d["next_attempt_at"] is not None for d in rows)
+    with receiver:
+        rows = wait_settled(admin, hook["webhook_id"], 3)
+        assert {d["status"] for d in rows} == {"delivered"}
+        assert len(receiver.by_message()) == 3
+        for attempts in receiver.by_message().values():
+            verify(hook["secret"], attempts[0])
+
+
+def test_after_the_last_attempt_a_delivery_fails_and_a_retry_sends_it(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    answers = {"status": 503}
+    env = webhook_env(QUESTLINE_WEBHOOK_MAX_ATTEMPTS="3")
+    with (
+        Receiver(lambda _r: answers["status"]) as receiver,
+        support.start_worker(name="hooks", **env),
+    ):
+        hook = register(admin, receiver.url, ["quest.completed"])
+        complete_quest(make_player())
+        (row,) = wait_settled(admin, hook["webhook_id"], 1)
+        assert (row["status"], row["attempts"], row["last_status_code"]) == ("failed", 3, 503)
+        assert row["last_error"] == "HTTP 503"
+        assert row["next_attempt_at"] is None
+        assert deliveries(admin, hook["webhook_id"], status="failed") == [row]
+        assert deliveries(admin, hook["webhook_id"], status="delivered") == []
+
+        answers["status"] = 200
+        r = admin.post(f"/webhooks/{hook['webhook_id']}/deliveries/{row['delivery_id']}/retry")
+        assert r.status_code == 202, r.text
+        (row,) = wait_settled(admin, hook["webhook_id"], 1)
+    assert (row["status"], row["attempts"]) == ("delivered", 4)
+    (attempts,) = receiver.by_message().values()
+    assert len(attempts) == 4
+    assert len({a.message_id for a in attempts}) == 1
+
+
+def test_redirects_are_not_followed(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    env = webhook_env(QUESTLINE_WEBHOOK_MAX_ATTEMPTS="2")
+    with Receiver(always(307)) as receiver, support.start_worker(name="hooks", **env):
+        hook = register(admin, receiver.url, ["quest.completed"])
+        complete_quest(make_player())
+        (row,) = wait_settled(admin, hook["webhook_id"], 1)
+    assert (row["status"], row["last_status_code"]) == ("failed", 307)
+    assert "redirect" in row["last_error"]
+    assert {r.path for r in receiver.requests()} == {"/hooks"}  # never /moved
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_at_delivery(
+    admin: Player, make_player: Any, no_worker: None
+) -> None:
+    """A webhook registered while its name pointed elsewhere (written here directly):
+    `localhost` resolves to 127.0.0.1 when the worker sends, so nothing is sent."""
+    from questline.infra import db
+    from questline.webhooks import signing
+
+    env = webhook_env(QUESTLINE_WEBHOOK_ALLOW_PRIVATE="false", QUESTLINE_WEBHOOK_MAX_ATTEMPTS="2")
+    with Receiver(always(200)) as receiver, support.start_worker(name="hooks", **env):
+        with db.transaction() as s:
+            webhook_id = s.execute(
+                sa.text(
+                    "INSERT INTO webhooks (url, events, secret, created_at) VALUES "
+                    "(:url, '[\"quest.completed\"]', :secret, now()) RETURNING webhook_id"
+                ),
+                {"url": f"http://localhost:{receiver.port}/hooks", "secret": signing.new_secret()},
+            ).scalar_one()
+        complete_quest(make_player())
+        (row,) = wait_settled(admin, webhook_id, 1)
+    assert (row["status"], row["attempts"], row["last_status_code"]) == ("failed", 2, None)
+    assert "loopback" in row["last_error"]
+    assert "127.0.0.1" in row["last_error"]
+    assert receiver.requests() == []
+
+
+def test_a_worker_killed_mid_delivery_still_ends_delivered(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    arrived = threading.Event()
+    release = threading.Event()
+
+    def hang_first(request: Received) -> int:
+        if request.number == 1:
+            arrived.set()
+            release.wait(120)
+        return 200
+
+    env = webhook_env(QUESTLINE_WEBHOOK_TIMEOUT_SECONDS="2")
+    with Receiver(hang_first) as receiver:
+        hook = register(admin, receiver.url, ["quest.completed"])
+        worker = support.start_worker(name="hooks-doomed", **env)
+        try:
+            complete_quest(make_player())
+            assert arrived.wait(60), "the first attempt never arrived"
+            for pid in [worker.pid, *harness.children_of(worker.pid)]:
+                harness.send_signal(pid, signal.SIGKILL)
+        finally:
+            worker.stop()
+        (row,) = deliveries(admin, hook["webhook_id"])
+        assert (row["status"], row["attempts"]) == ("pending", 1)
+        with support.start_worker(name="hooks-next", **env):
+            (row,) = wait_settled(admin, hook["webhook_id"], 1)
+        release.set()
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    (attempts,) = receiver.by_message().values()
+    assert len(attempts) == 2
+    assert attempts[0].message_id == attempts[1].message_id
+
+
+def test_deliveries_whose_messages_were_lost_are_sent_by_the_timer(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    """Deliveries written while no worker runs, their messages then lost with Redis's
+    data (FLUSHDB stands for a restart without persistence)."""
+    import redis
+
+    with Receiver(always(200)) as receiver:
+        hook = register(admin, receiver.url)
+        player = make_player()
+        with support.start_worker(name="hooks-events", queues="sign_ins,questline"):
+            complete_quest(player)
+            assert player.post("/me/quests/1/claim").status_code == 200
+        assert len(deliveries(admin, hook["webhook_id"], status="pending")) == 3
+        redis.Redis.from_url(support.REDIS_URL).flushdb()
+        with support.start_worker(name="hooks", **webhook_env()):
+            rows = wait_settled(admin, hook["webhook_id"], 3)
+    assert {(d["status"], d["attempts"]) for d in rows} == {("delivered", 1)}
+    assert len(receiver.by_message()) == 3
+
+
+def test_a_deleted_webhook_gets_nothing_more(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    with Receiver(always(200)) as receiver:
+        hook = register(admin, receiver.url, ["quest.completed"])
+        with support.start_worker(name="hooks-events", queues="sign_ins,questline"):
+            complete_quest(make_player())
+        r = admin.client.delete(f"/webhooks/{hook['webhook_id']}", headers=admin.headers)
+        assert r.status_code == 204
+        with support.start_worker(name="hooks", **webhook_env()):
+            complete_quest(make_player())  # its completion writes no delivery
+    from questline.infra import db
+
+    with db.transaction() as s:
+        rows = s.execute(sa.text("SELECT status, last_error FROM webhook_deliveries")).all()
+    assert [tuple(r) for r in rows] == [("failed", "webhook deleted")]
+    assert receiver.requests() == []
