@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook as Verifier
@@ -41,10 +42,23 @@ def allow_private(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def hooks_worker(no_worker: None) -> Iterator[harness.Process]:
-    """A worker of these tests' own (events and webhooks, private receivers allowed);
-    the suite's worker is stopped so that it takes none of these tasks."""
-    with support.start_worker(name="hooks", **webhook_env()) as worker:
+    """A worker of these tests' own (events and webhooks, private receivers allowed,
+    metrics served on worker.metrics_port); the suite's worker is stopped so that it
+    takes none of these tasks."""
+    port = support.free_port()
+    env = webhook_env(QUESTLINE_WORKER_METRICS_PORT=str(port))
+    with support.start_worker(name="hooks", **env) as worker:
+        worker.metrics_port = port  # type: ignore[attr-defined]
         yield worker
+
+
+def metric(worker: Any, name: str) -> float:
+    """A worker metric's value (0 when not yet exported)."""
+    text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def register(admin: Player, url: str, events: list[str] = ALL_TYPES) -> dict[str, Any]:
@@ -115,6 +129,11 @@ def test_every_delivery_arrives_signed_after_failures_with_backoff(
         # Retry n waits base x 2^(n-1) within -20 %: never sooner (later is the machine).
         for n, (earlier, later) in enumerate(zip(attempts, attempts[1:], strict=False), 1):
             assert later.at - earlier.at >= 0.8 * BASE * 2 ** (n - 1), (message_id, n)
+    # The worker's /metrics: attempts by outcome, and their latency.
+    delivered = 'questline_webhook_deliveries_total{outcome="delivered"}'
+    support.wait_until(lambda: metric(hooks_worker, delivered) == 3, 30, "3 delivered counted")
+    assert metric(hooks_worker, 'questline_webhook_deliveries_total{outcome="retry"}') == 6
+    assert metric(hooks_worker, 'questline_webhook_delivery_seconds_count{outcome="retry"}') == 6
     types = {a[0].json()["type"]: a[0].json()["data"] for a in by_message.values()}
     assert types["quest.completed"]["completions"] == 1
     assert types["reward.earned"]["items"] == [{"item": "diamond", "qty": 10}]
