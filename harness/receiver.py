@@ -23,6 +23,7 @@ class Received:
     body: bytes
     at: float  # time.monotonic() when it arrived
     number: int  # 1 for the first request with this webhook-id, 2 for the next, ...
+    status: int | None = None  # what the receiver answered (None: still deciding)
 
     @property
     def message_id(self) -> str:
@@ -79,6 +80,7 @@ class Receiver:
                     status = receiver.script(request)
                 except Exception:
                     status = 500
+                request.status = status
                 try:
                     self.send_response(status)
                     if 300 <= status < 400:

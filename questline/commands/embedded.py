@@ -4,7 +4,8 @@ One command runs the all-in-one app (uvicorn, in this process) and two Celery
 workers (child processes that this process starts, restarts and stops), on SQLite
 files in the data dir: questline.db for the data, broker.db for the messages. One
 worker applies events (queues sign_ins and questline), the other sends webhooks
-(queue webhooks), so a receiver that hangs for its 5 s never holds up a sign-in.
+(queue webhooks) from a pool of threads, so a receiver that hangs for its 5 s holds
+up neither a sign-in nor (up to the per-endpoint cap) another receiver.
 
 Why a child worker on kombu's SQLAlchemy transport rather than a worker thread on
 the in-memory transport: it is the production path unchanged (`celery -A workers
@@ -50,6 +51,9 @@ _STOP_TIMEOUT = 15.0
 # What each embedded worker consumes (celeryconfig.task_queues).
 EVENT_QUEUES = "sign_ins,questline"
 WEBHOOK_QUEUES = "webhooks"
+# Sending is waiting on receivers, not writing: threads are enough, and their database
+# writes (two short transactions per attempt) queue for SQLite's lock like any other.
+WEBHOOK_POOL = ("threads", 4)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
@@ -66,7 +70,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
         signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
     workers = [
         WorkerSupervisor(settings),
-        WorkerSupervisor(settings, queues=WEBHOOK_QUEUES, name="embedded-webhooks"),
+        WorkerSupervisor(
+            settings, queues=WEBHOOK_QUEUES, name="embedded-webhooks", pool=WEBHOOK_POOL
+        ),
     ]
     for worker in workers:
         worker.start()
@@ -136,9 +142,15 @@ class WorkerSupervisor:
     and stops it (SIGTERM, then SIGKILL) when serve stops."""
 
     def __init__(
-        self, settings: Settings, *, queues: str = EVENT_QUEUES, name: str = "embedded"
+        self,
+        settings: Settings,
+        *,
+        queues: str = EVENT_QUEUES,
+        name: str = "embedded",
+        pool: tuple[str, int] = ("solo", 1),
     ) -> None:
         self.settings = settings
+        self.pool = pool
         self.queues = queues
         self.name = name
         self.stopping = threading.Event()
@@ -159,7 +171,8 @@ class WorkerSupervisor:
             "-A",
             "workers",
             "worker",
-            "--pool=solo",
+            f"--pool={self.pool[0]}",
+            *([f"--concurrency={self.pool[1]}"] if self.pool[0] != "solo" else []),
             "--loglevel=INFO",
             f"--hostname={self.name}@%h",
             f"--queues={self.queues}",

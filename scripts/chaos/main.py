@@ -17,7 +17,7 @@ from typing import Any
 import harness
 
 from . import __doc__ as ABOUT
-from . import log
+from . import log, webhooks
 from .checks import Verdict, verify
 from .events import (
     EventTally,
@@ -105,6 +105,7 @@ def run_environment(
         "QUESTLINE_ARGON2_MEMORY_KIB": "1024",
         "QUESTLINE_ARGON2_TIME_COST": "1",
         "QUESTLINE_CHAOS_PROBE": str(probe),
+        **webhooks.SETTINGS,
     }
     if args.negative_control:
         settings["QUESTLINE_UNSAFE_DISABLE_IDEMPOTENCY_GUARD"] = "true"
@@ -187,6 +188,7 @@ def run_under_faults(
     event_quests, api_key = setup_event_quests(url)
     setup_zones(url, players)
     targets = event_targets(players, args.events)
+    hook = webhooks.start(url, PASSWORD)
     log(
         f"{len(players)} players, {sum(p.target for p in players)} sign-ins and "
         f"{sum(targets.values())} gameplay events planned, {len(quests)} sign-in quests, "
@@ -208,6 +210,7 @@ def run_under_faults(
 
     by_events, wallets = verify_events(engine, event_quests, events, [p.user_id for p in players])
     checked = verify(engine, players, quests, tally, wallets)
+    webhooks.verify(engine, hook, args.drain_timeout, verdict, t0)
     for part in (checked, by_events):
         verdict.failures += part.failures
         verdict.figures.update(part.figures)
@@ -413,6 +416,12 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("DOUBLE-APPLIED", f.get("double_applied")),
         ("OVER-GRANTED", f.get("over_granted")),
         ("pending / dead", f"{f.get('pending')} / {f.get('dead')}"),
+        ("webhook occurrences / delivered", f"{f.get('webhook_occurrences')} / "
+         f"{f.get('webhook_delivered')}"),
+        ("webhook duplicates / requests", f"{f.get('webhook_duplicates')} / "
+         f"{f.get('webhook_requests')}"),
+        ("webhook deliveries by status", f.get("webhook_statuses")),
+        ("webhooks settled after the drain, s", f.get("webhook_settle_seconds")),
         ("load time, s", f.get("load_seconds")),
         ("time to drain, s", f.get("drain_seconds")),
         ("total run time, s", round(seconds, 1)),
