@@ -99,14 +99,51 @@ def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:
     )
 
 
+def endpoint_load(
+    session: Session, *, now: datetime, message_lost_before: datetime
+) -> dict[int, int]:
+    """Per webhook with pending deliveries: attempts under way plus task messages out
+    (not yet presumed lost), i.e. the slots it is using."""
+    busy = or_(
+        WebhookDelivery.sending_until > now,
+        WebhookDelivery.enqueued_at > message_lost_before,
+    )
+    rows = session.execute(
+        select(WebhookDelivery.webhook_id, func.count())
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, busy)
+        .group_by(WebhookDelivery.webhook_id)
+    ).all()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def endpoints_with_due(session: Session, *, now: datetime) -> list[int]:
+    """Webhooks that have a pending delivery due."""
+    rows = session.execute(
+        select(WebhookDelivery.webhook_id)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .distinct()
+    ).all()
+    return [int(r[0]) for r in rows]
+
+
 def lock_due(
-    session: Session, *, now: datetime, message_lost_before: datetime, limit: int
+    session: Session,
+    *,
+    webhook_id: int,
+    now: datetime,
+    message_lost_before: datetime,
+    limit: int,
 ) -> list[WebhookDelivery]:
-    """Pending deliveries that are due, not being sent, and have no task message out (or
-    one sent before `message_lost_before`, presumed lost); locked, skipping locked ones."""
+    """A webhook's pending deliveries that are due, not being sent, and have no task
+    message out (or one sent before `message_lost_before`, presumed lost); locked,
+    skipping locked ones, oldest due first."""
     query = (
         select(WebhookDelivery)
         .where(
+            WebhookDelivery.webhook_id == webhook_id,
             WebhookDelivery.status == DeliveryStatus.PENDING,
             WebhookDelivery.next_attempt_at <= now,
             or_(WebhookDelivery.sending_until.is_(None), WebhookDelivery.sending_until <= now),
@@ -115,7 +152,7 @@ def lock_due(
                 WebhookDelivery.enqueued_at <= message_lost_before,
             ),
         )
-        .order_by(WebhookDelivery.next_attempt_at)
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.delivery_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )

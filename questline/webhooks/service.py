@@ -237,8 +237,8 @@ def start_attempt(session: Session, delivery_id: int) -> Attempt | Skipped:
         return Skipped("webhook deleted")
     cap = settings.webhook_max_in_flight_per_endpoint
     if repository.in_flight(session, webhook.webhook_id, now=now) >= cap:
-        # Not an attempt: the timer sends it again once a slot may be free.
-        delivery.next_attempt_at = now + timedelta(seconds=settings.webhook_timeout_seconds)
+        # Not an attempt, and no message out: the next attempt to this endpoint to
+        # finish takes it, or the timer when the endpoint has a slot free.
         return Skipped(f"{cap} attempts to this endpoint under way")
     delivery.attempts += 1
     lease = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
@@ -268,7 +268,30 @@ class Answer:
 
 def finish_attempt(session: Session, attempt: Attempt, answer: Answer) -> str:
     """Record an attempt's answer: delivered, retried later (next_attempt_at by backoff),
-    or failed after the last attempt. Returns the outcome."""
+    or failed after the last attempt; and hand the slot it frees to the endpoint's next
+    due delivery that has no message out. Returns the outcome."""
+    outcome = _record_answer(session, attempt, answer)
+    _pass_slot_on(session, attempt.webhook_id)
+    return outcome
+
+
+def _pass_slot_on(session: Session, webhook_id: int) -> None:
+    # Each attempt that finishes sends the next one, so an endpoint with a backlog is
+    # served by up to `cap` chains of attempts, with no polling and no churn.
+    now = utcnow()
+    nxt = repository.lock_due(
+        session,
+        webhook_id=webhook_id,
+        now=now,
+        message_lost_before=now - timedelta(days=3650),
+        limit=1,
+    )
+    for delivery in nxt:
+        delivery.enqueued_at = now
+        after_commit(session, DeliveriesQueued(((delivery.delivery_id, webhook_id),)))
+
+
+def _record_answer(session: Session, attempt: Attempt, answer: Answer) -> str:
     settings = get_settings()
     now = utcnow()
     delivery = repository.get_delivery(session, attempt.delivery_id, for_update=True)
@@ -300,18 +323,29 @@ def finish_attempt(session: Session, attempt: Attempt, answer: Answer) -> str:
     return "retry"
 
 
-def enqueue_due(session: Session, *, limit: int = 500) -> int:
-    """Send a task message for every due delivery that has none out (a retry whose time
-    has come, a lease that ran out) or whose message looks lost; how many."""
+def enqueue_due(session: Session) -> int:
+    """Send a task message for due deliveries that have none out (a retry whose time has
+    come, a lease a killed worker left) or whose message looks lost, each endpoint up to
+    its free slots (the cap less its attempts under way and messages out); how many."""
     settings = get_settings()
     now = utcnow()
     lost_before = now - timedelta(seconds=settings.webhook_requeue_after_seconds)
-    due = repository.lock_due(session, now=now, message_lost_before=lost_before, limit=limit)
-    for delivery in due:
-        delivery.enqueued_at = now
-    if due:
-        after_commit(session, DeliveriesQueued(tuple((d.delivery_id, d.webhook_id) for d in due)))
-    return len(due)
+    cap = settings.webhook_max_in_flight_per_endpoint
+    load = repository.endpoint_load(session, now=now, message_lost_before=lost_before)
+    sent: list[tuple[int, int]] = []
+    for webhook_id in repository.endpoints_with_due(session, now=now):
+        free = cap - load.get(webhook_id, 0)
+        if free <= 0:
+            continue
+        due = repository.lock_due(
+            session, webhook_id=webhook_id, now=now, message_lost_before=lost_before, limit=free
+        )
+        for delivery in due:
+            delivery.enqueued_at = now
+            sent.append((delivery.delivery_id, webhook_id))
+    if sent:
+        after_commit(session, DeliveriesQueued(tuple(sent)))
+    return len(sent)
 
 
 def counts(session: Session) -> dict[str, int]:

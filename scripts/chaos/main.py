@@ -184,11 +184,12 @@ def run_under_faults(
     from questline.infra import db
 
     quests = setup_catalog(url)
+    # Before any sign-in: every completion of the run must reach the receiver.
+    hook = webhooks.start(url, PASSWORD)
     players = setup_players(url, args.users, args.sign_ins)
     event_quests, api_key = setup_event_quests(url)
     setup_zones(url, players)
     targets = event_targets(players, args.events)
-    hook = webhooks.start(url, PASSWORD)
     log(
         f"{len(players)} players, {sum(p.target for p in players)} sign-ins and "
         f"{sum(targets.values())} gameplay events planned, {len(quests)} sign-in quests, "
