@@ -419,3 +419,37 @@ def test_a_deleted_webhook_gets_nothing_more(
         rows = s.execute(sa.text("SELECT status, last_error FROM webhook_deliveries")).all()
     assert [tuple(r) for r in rows] == [("failed", "webhook deleted")]
     assert receiver.requests() == []
+
+
+def test_one_delivery_per_subscribed_webhook_and_occurrence(
+    admin: Player, make_player: Any, no_worker: None, allow_private: None
+) -> None:
+    """Written by the grant itself (no worker sends here), one per subscriber, never two
+    for the same endpoint and occurrence."""
+    from questline.infra import db
+    from questline.outbox import drain
+
+    both = register(admin, "http://127.0.0.1:9/a", ["quest.completed", "reward.earned"])
+    claims = register(admin, "http://127.0.0.1:9/b", ["reward.claimed"])
+    player = make_player()
+    for _ in range(3):
+        player.login()
+    drain()  # the worker drain's own code, in this process
+    rows = deliveries(admin, both["webhook_id"])
+    assert sorted(d["event_type"] for d in rows) == ["quest.completed", "reward.earned"]
+    assert {(d["status"], d["attempts"]) for d in rows} == {("pending", 0)}
+    assert deliveries(admin, claims["webhook_id"]) == []
+    assert player.post("/me/quests/1/claim").status_code == 200
+    (claimed,) = deliveries(admin, claims["webhook_id"])
+    assert claimed["event_type"] == "reward.claimed"
+    assert len(deliveries(admin, both["webhook_id"])) == 2
+
+    with pytest.raises(sa.exc.IntegrityError), db.transaction() as s:
+        s.execute(
+            sa.text(
+                "INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, payload, "
+                "status, attempts, created_at) SELECT webhook_id, event_id, event_type, "
+                "payload, 'pending', 0, now() FROM webhook_deliveries WHERE delivery_id = :d"
+            ),
+            {"d": claimed["delivery_id"]},
+        )
