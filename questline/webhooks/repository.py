@@ -1,7 +1,7 @@
 """Queries on webhooks and their deliveries.
 
-Lock order: a delivery row, then its webhook row (FOR NO KEY UPDATE, which a grant's
-foreign-key check does not wait for)."""
+Lock order: a webhook row (FOR NO KEY UPDATE, which a grant's foreign-key check does
+not wait for), then its delivery rows."""
 
 from __future__ import annotations
 
@@ -81,6 +81,14 @@ def get_delivery(
     if for_update:
         query = query.with_for_update(skip_locked=skip_locked)
     return session.scalars(query).one_or_none()
+
+
+def webhook_of(session: Session, delivery_id: int) -> int | None:
+    """The webhook a delivery belongs to (no lock)."""
+    found = session.scalar(
+        select(WebhookDelivery.webhook_id).where(WebhookDelivery.delivery_id == delivery_id)
+    )
+    return None if found is None else int(found)
 
 
 def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:

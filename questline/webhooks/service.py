@@ -219,9 +219,23 @@ def start_attempt(session: Session, delivery_id: int) -> Attempt | Skipped:
     it and lease it for the attempt's timeout and a margin."""
     settings = get_settings()
     now = utcnow()
+    # The webhook's row first (as deleting one takes it), then the delivery's: claims
+    # to one endpoint take turns, so its count of attempts under way is exact.
+    webhook_id = repository.webhook_of(session, delivery_id)
+    if webhook_id is None:
+        return Skipped("unknown delivery")
+    webhook = repository.get_webhook(session, webhook_id, for_update=True)
     delivery = repository.get_delivery(session, delivery_id, for_update=True, skip_locked=True)
     if delivery is None:
-        return Skipped("locked by another worker, or unknown")
+        return Skipped("locked by another worker")
+    if webhook is None:
+        # Deleting failed its pending deliveries; a grant that committed just after the
+        # delete may still have written this one.
+        if delivery.status == DeliveryStatus.PENDING:
+            delivery.status = DeliveryStatus.FAILED
+            delivery.last_error = "webhook deleted"
+            delivery.next_attempt_at = None
+        return Skipped("webhook deleted")
     if delivery.status != DeliveryStatus.PENDING:
         return Skipped(f"already {delivery.status}")
     if delivery.sending_until is not None and delivery.sending_until > now:
@@ -229,12 +243,6 @@ def start_attempt(session: Session, delivery_id: int) -> Attempt | Skipped:
     if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
         return Skipped("not due yet")
     delivery.enqueued_at = None  # this task took the message
-    webhook = repository.get_webhook(session, delivery.webhook_id, for_update=True)
-    if webhook is None:
-        delivery.status = DeliveryStatus.FAILED
-        delivery.last_error = "webhook deleted"
-        delivery.next_attempt_at = None
-        return Skipped("webhook deleted")
     cap = settings.webhook_max_in_flight_per_endpoint
     if repository.in_flight(session, webhook.webhook_id, now=now) >= cap:
         # Not an attempt, and no message out: the next attempt to this endpoint to
