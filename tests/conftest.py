@@ -51,9 +51,10 @@ def database() -> Iterator[str]:
     return support.DATABASE_URL
 
 
+# Webhook tables last: a worker's drain reads webhooks after it has locked events.
 TABLES = (
-    "webhook_deliveries, webhooks, user_rewards, user_quest_progress, idempotency_keys, "
-    "refresh_tokens, events, users"
+    "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, events, users, "
+    "webhook_deliveries, webhooks"
 )
 
 
