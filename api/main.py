@@ -10,9 +10,18 @@ from api.factory import create_app
 from api.processing.events import router as events_router
 from api.processing.live import router as live_router
 from api.processing.routes import router as processing_router
+from api.processing.webhooks import router as webhooks_router
 
 app = create_app(
     "Questline",
     "all",
-    [auth_router, api_keys_router, catalog_router, processing_router, events_router, live_router],
+    [
+        auth_router,
+        api_keys_router,
+        catalog_router,
+        processing_router,
+        events_router,
+        live_router,
+        webhooks_router,
+    ],
 )

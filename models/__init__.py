@@ -13,9 +13,11 @@ from models.progress import (
 )
 from models.users import RefreshToken, User
 from models.wallet import LedgerEntry, WalletBalance
+from models.webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookEventType
 
 __all__ = [
     "ApiKey",
+    "DeliveryStatus",
     "Base",
     "Event",
     "EventType",
@@ -30,4 +32,7 @@ __all__ = [
     "UserQuestProgress",
     "UserReward",
     "WalletBalance",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookEventType",
 ]

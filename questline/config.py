@@ -117,6 +117,25 @@ class Settings(BaseSettings):
     # re-checks at least every EMBEDDED_RECHECK_SECONDS (api/processing/live_hub.py).
     stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
     stream_recheck_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Webhooks (docs/api.md, "Webhooks"). Receivers on loopback, private, link-local,
+    # metadata or other non-global addresses are refused at registration and at each
+    # delivery unless this is true (a receiver on the same host or network).
+    webhook_allow_private: bool = False
+    # Attempts per delivery before it is failed; retry n waits base x 2^(n-1) seconds,
+    # at most webhook_retry_max_seconds, within +-20 % jitter.
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(default=21_600.0, gt=0)
+    # One attempt, from resolving the name to the receiver's answer, ends after this.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A delivery whose task message went out this long ago and was never taken is
+    # presumed lost (killed worker, Redis restarted) and sent again by the timer.
+    webhook_requeue_after_seconds: float = Field(default=30.0, gt=0)
+    # Attempts under way to one endpoint at once, across all workers: a receiver that
+    # hangs holds at most this many sending slots, the others keep the rest.
+    webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1)
+    # How often each worker's timer sends the deliveries that are due.
+    webhook_timer_interval_seconds: float = Field(default=1.0, gt=0)
 
     worker_metrics_port: int | None = None
 

@@ -51,7 +51,11 @@ def database() -> Iterator[str]:
     return support.DATABASE_URL
 
 
-TABLES = "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, events, users"
+# Webhook tables last: a worker's drain reads webhooks after it has locked events.
+TABLES = (
+    "user_rewards, user_quest_progress, idempotency_keys, refresh_tokens, events, users, "
+    "webhook_deliveries, webhooks"
+)
 
 
 @pytest.fixture(autouse=True)

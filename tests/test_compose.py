@@ -57,7 +57,9 @@ def environment(service: str) -> dict[str, str]:
 
 
 def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
-    assert set(SERVICES) >= {"postgres", "redis", "migrate", "keys", "worker", "flower", "proxy"}
+    assert set(SERVICES) >= {
+        "postgres", "redis", "migrate", "keys", "worker", "webhook-worker", "flower", "proxy"
+    }  # fmt: skip
     assert set(SERVICES) >= set(APP_SERVICES)
     redis_cmd = " ".join(command("redis"))
     assert "--appendonly yes" in redis_cmd
@@ -65,7 +67,16 @@ def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
     assert any(v.startswith("pgdata:") for v in SERVICES["postgres"]["volumes"])
     assert any(v.startswith("redisdata:") for v in SERVICES["redis"]["volumes"])
 
-    for name in ["postgres", "redis", "worker", "flower", "proxy", "catalog-grpc", *APP_SERVICES]:
+    for name in [
+        "postgres",
+        "redis",
+        "worker",
+        "webhook-worker",
+        "flower",
+        "proxy",
+        "catalog-grpc",
+        *APP_SERVICES,
+    ]:
         assert SERVICES[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
     for job in ("migrate", "keys"):
         assert SERVICES[job]["restart"] == "no"
@@ -84,8 +95,12 @@ def test_compose_has_every_role_with_health_checks_and_start_order() -> None:
         "condition": "service_completed_successfully"
     }
     # --scale worker=N needs no fixed name and no published port.
-    assert "container_name" not in SERVICES["worker"]
-    assert "ports" not in SERVICES["worker"]
+    for worker in ("worker", "webhook-worker"):
+        assert "container_name" not in SERVICES[worker]
+        assert "ports" not in SERVICES[worker]
+    # Receivers never slow the application of events: webhooks have a worker of their own.
+    assert option(command("worker"), "--queues") == "sign_ins,questline"
+    assert option(command("webhook-worker"), "--queues") == "webhooks"
     ports = [option(command(n), "--port") for n in APP_SERVICES]
     assert len(set(ports)) == 3
 
@@ -178,7 +193,7 @@ def test_only_auth_gets_the_private_key() -> None:
         env = environment(name)
         assert env["QUESTLINE_JWT_PRIVATE_KEY_FILE"].startswith("/keys/private/")
         assert env["QUESTLINE_JWT_PUBLIC_KEY_FILE"].startswith("/keys/public/")
-    for name in ("worker", "flower", "migrate"):
+    for name in ("worker", "webhook-worker", "flower", "migrate"):
         assert not mounts(name) & {"jwt-private", "jwt-public"}
 
 
@@ -226,7 +241,7 @@ def test_celery_and_questline_commands_exist(capsys: pytest.CaptureFixture[str])
     from workers import app
 
     assert {"questline.process_sign_in", "questline.sweep_outbox"} <= set(app.tasks)
-    for service in ("worker", "flower", "migrate", "keys"):
+    for service in ("worker", "webhook-worker", "flower", "migrate", "keys"):
         cmd = command(service)
         if cmd[0] == "celery":
             from celery.bin.celery import celery  # the `celery` command, its plugins included

@@ -101,3 +101,45 @@ def test_flower_shows_the_worker_and_its_sign_in_tasks(flower: str, worker: Any)
         body = login.json()
         for secret in (PASSWORD, body["access_token"], body["refresh_token"]):
             assert secret not in shown
+
+
+def test_flower_shows_webhook_deliveries_with_their_ids_and_outcome(
+    flower: str, admin: Any, make_player: Any, no_worker: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.receiver import Receiver
+    from questline.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "webhook_allow_private", True)
+    env = {"QUESTLINE_WEBHOOK_ALLOW_PRIVATE": "true"}
+    with Receiver() as receiver, support.start_worker(name="hooks-flower", **env):
+        r = admin.post("/webhooks", json={"url": receiver.url, "events": ["quest.completed"]})
+        assert r.status_code == 201, r.text
+        webhook = r.json()
+        player = make_player()
+        for _ in range(3):
+            player.wait_processed(player.login()["sign_in_id"])
+
+        with httpx.Client(base_url=flower, timeout=30, auth=CREDENTIALS) as ops:
+
+            def delivered_task() -> dict[str, Any] | None:
+                tasks = ops.get(
+                    "/api/tasks", params={"taskname": "questline.deliver_webhook"}
+                ).json()
+                return next((t for t in tasks.values() if t["state"] == "SUCCESS"), None)
+
+            task = support.wait_until(delivered_task, 60, "Flower to show the delivery task")
+            shown = json.dumps(ops.get("/api/tasks").json())
+    delivery_id = webhook_deliveries(admin, webhook["webhook_id"])[0]["delivery_id"]
+    assert task["args"] in (f"[{delivery_id}]", f"({delivery_id},)")
+    assert f"'webhook_id': {webhook['webhook_id']}" in task["kwargs"]
+    assert "'outcome': 'delivered'" in task["result"]
+    assert f"'delivery_id': {delivery_id}" in task["result"]
+    assert "'status_code': 200" in task["result"]
+    assert webhook["secret"] not in shown
+
+
+def webhook_deliveries(admin: Any, webhook_id: int) -> list[dict[str, Any]]:
+    r = admin.get(f"/webhooks/{webhook_id}/deliveries")
+    assert r.status_code == 200, r.text
+    rows: list[dict[str, Any]] = r.json()
+    return rows

@@ -432,6 +432,10 @@ SERVICES = {
         "/sign-ins/{sign_in_id}",
         "/events",
         "/events/{event_id}",
+        "/webhooks",
+        "/webhooks/{webhook_id}",
+        "/webhooks/{webhook_id}/deliveries",
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
     },
 }
 OPERATIONS = {"/healthz", "/readyz", "/metrics"}

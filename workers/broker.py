@@ -41,13 +41,17 @@ REDIS_SCHEMES = {"redis", "rediss", "redis+socket"}
 AMQP_SCHEMES = {"amqp", "amqps", "pyamqp"}
 
 # Every queue Questline declares, and which task goes where (the same on every broker).
-QUEUE_NAMES = ("sign_ins", "questline")
+# `webhooks` is apart so that receivers never slow the application of events: run a
+# worker of its own for it (`celery -A workers worker -Q webhooks`), and the others
+# with `-Q sign_ins,questline`. A worker started without -Q consumes all three.
+QUEUE_NAMES = ("sign_ins", "questline", "webhooks")
 DEFAULT_QUEUE = "questline"
 TASK_ROUTES = {
     "questline.process_sign_in": {"queue": "sign_ins"},
     "questline.drain_outbox": {"queue": "sign_ins"},
     "questline.sweep_outbox": {"queue": "questline"},
     "questline.prune": {"queue": "questline"},
+    "questline.deliver_webhook": {"queue": "webhooks"},
 }
 QUORUM = {"x-queue-type": "quorum"}
 

@@ -25,3 +25,4 @@ from workers import pruner, publish, sweeper  # noqa: E402, F401
 
 app.steps["worker"].add(sweeper.OutboxSweeper)
 app.steps["worker"].add(pruner.Pruner)
+app.steps["worker"].add(sweeper.WebhookTimer)

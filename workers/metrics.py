@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, values
 
 from questline.config import get_settings
 from questline.quests.rules import Applied
+from questline.webhooks.delivery import Report
 
 if get_settings().worker_metrics_port:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
@@ -38,6 +39,29 @@ LAG = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+
+WEBHOOK_ATTEMPTS = Counter(
+    "questline_webhook_deliveries_total",
+    "Webhook delivery attempts by outcome: delivered, retry (failed, tried again later), "
+    "failed (the last attempt failed), stale (answer after the lease ran out)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_SECONDS = Histogram(
+    "questline_webhook_delivery_seconds",
+    "Time one webhook attempt took, resolving the name to the receiver's answer",
+    ["outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+
+
+def observe_delivery(report: Report) -> None:
+    if report.outcome == "skipped":
+        return
+    WEBHOOK_ATTEMPTS.labels(report.outcome).inc()
+    if report.seconds is not None:
+        WEBHOOK_SECONDS.labels(report.outcome).observe(report.seconds)
 
 
 def observe_applied(applied: Applied) -> None:

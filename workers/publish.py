@@ -53,6 +53,7 @@ from questline.infra import after_commit
 from questline.infra.kv import KeyValueError, get_kv
 from questline.outbox import EventsStored, MoreSignInsWaiting, SignInReplayed, SignInStored
 from questline.quests import live
+from questline.webhooks.service import DeliveriesQueued
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ Message = (
     | MoreSignInsWaiting
     | CatalogChanged
     | live.LiveUpdate
+    | DeliveriesQueued
 )
 # One publish on the given kombu producer (the publishing thread's connection).
 Send = Callable[[Any], None]
@@ -173,6 +175,8 @@ class Publisher:
                 sends.append(_process_sign_in_sender(message.sign_in_id, None))
             elif isinstance(message, SignInStored) and not batching():
                 sends.append(_process_sign_in_sender(message.sign_in_id, message.user_id))
+            elif isinstance(message, DeliveriesQueued):
+                sends.extend(_deliver_webhook_sender(d, w) for d, w in message.deliveries)
             elif isinstance(message, EventsStored) and not batching():
                 sends.extend(_process_sign_in_sender(e, u) for e, u in message.events)
             else:  # stored inputs in batch mode, or more inputs waiting
@@ -320,6 +324,17 @@ def send_live_update(message: live.LiveUpdate) -> None:
         publisher.submit(message)
 
 
+def _deliver_webhook_sender(delivery_id: int, webhook_id: int) -> Send:
+    def send(producer: Any) -> None:
+        from workers.tasks import deliver_webhook
+
+        deliver_webhook.apply_async(
+            (delivery_id,), {"webhook_id": webhook_id}, **publish_options(producer)
+        )
+
+    return send
+
+
 def wake_drainer(producer: Any = None) -> None:
     """Queue a drain_outbox wake-up unless one is queued whose drain has not cleared the
     flag; on `producer`, or else on a connection from the app's pool."""
@@ -356,3 +371,4 @@ after_commit.register(SignInReplayed, publisher.submit)
 after_commit.register(MoreSignInsWaiting, publisher.submit)
 after_commit.register(CatalogChanged, _catalog_written)
 after_commit.register(live.LiveUpdate, send_live_update)
+after_commit.register(DeliveriesQueued, publisher.submit)

@@ -12,6 +12,8 @@ sweeper tries again, and at QUESTLINE_MAX_ATTEMPTS the event is dead-lettered.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +24,12 @@ from celery import Task
 from questline import outbox, retention
 from questline.config import get_settings
 from questline.infra import db
+from questline.webhooks import delivery
 from workers.celery_app import app
-from workers.metrics import observe_applied
+from workers.metrics import observe_applied, observe_delivery
 from workers.publish import clear_wakeup
+
+log = logging.getLogger(__name__)
 
 # Below the broker's visibility timeout (at least 45 s, QUESTLINE_BROKER_VISIBILITY_
 # TIMEOUT_SECONDS), or a retry waiting for its countdown would be delivered twice.
@@ -98,6 +103,35 @@ def sweep_outbox() -> dict[str, Any]:
     applied = outbox.sweep()
     observe_applied(applied)
     return {"applied": len(applied.inputs), "rewards_earned": applied.rewards_earned}
+
+
+# A hard stop well past one attempt's own deadline (the attempt ends itself first).
+WEBHOOK_TIME_LIMIT = int(get_settings().webhook_timeout_seconds) + 60
+
+
+@app.task(
+    bind=True, name="questline.deliver_webhook", time_limit=WEBHOOK_TIME_LIMIT, **RETRY_POLICY
+)
+def deliver_webhook(self: Task, delivery_id: int, webhook_id: int | None = None) -> dict[str, Any]:
+    """Make the next attempt of one webhook delivery (queue `webhooks`). Safe to run twice:
+    an attempt is taken under the delivery's row lock, and one not due is skipped. Retries
+    are not Celery's: the answer schedules next_attempt_at and the timer sends it then."""
+    with transient_errors_retried():
+        report = delivery.deliver(delivery_id)
+    observe_delivery(report)
+    result = dataclasses.asdict(report)
+    if result["webhook_id"] is None:
+        result["webhook_id"] = webhook_id
+    if report.outcome != "skipped":
+        log.info(
+            "webhook %s delivery %s attempt %s: %s (%s)",
+            result["webhook_id"],
+            delivery_id,
+            report.attempt,
+            report.outcome,
+            report.status_code if report.status_code is not None else report.error,
+        )
+    return result
 
 
 @app.task(name="questline.prune")

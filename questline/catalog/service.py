@@ -35,6 +35,7 @@ from questline.engine import (
     parse_rewards,
 )
 from questline.errors import Conflict, Invalid, NotFound
+from questline.quests import history as quest_history
 from questline.quests import repository as quests_repository
 from questline.quests.history import reward_claimed_entry
 from questline.wallet import repository as wallet
@@ -468,7 +469,7 @@ def _credit_waiting_rewards(session: Session, quest_id: int) -> None:
         ],
         now=now,
     )
-    quests_repository.add_events(
+    quest_history.add(
         session,
         [
             reward_claimed_entry(

@@ -1,8 +1,11 @@
 """`questline serve`: the embedded default, with no other service to install or start.
 
-One command runs the all-in-one app (uvicorn, in this process) and one Celery
-worker (a child process that this process starts, restarts and stops), on SQLite
-files in the data dir: questline.db for the data, broker.db for the messages.
+One command runs the all-in-one app (uvicorn, in this process) and two Celery
+workers (child processes that this process starts, restarts and stops), on SQLite
+files in the data dir: questline.db for the data, broker.db for the messages. One
+worker applies events (queues sign_ins and questline), the other sends webhooks
+(queue webhooks) from a pool of threads, so a receiver that hangs for its 5 s holds
+up neither a sign-in nor (up to the per-endpoint cap) another receiver.
 
 Why a child worker on kombu's SQLAlchemy transport rather than a worker thread on
 the in-memory transport: it is the production path unchanged (`celery -A workers
@@ -45,6 +48,12 @@ log = logging.getLogger("questline.embedded")
 _HEALTHY_AFTER_SECONDS = 10.0
 _MAX_RESTART_DELAY = 30.0
 _STOP_TIMEOUT = 15.0
+# What each embedded worker consumes (celeryconfig.task_queues).
+EVENT_QUEUES = "sign_ins,questline"
+WEBHOOK_QUEUES = "webhooks"
+# Sending is waiting on receivers, not writing: threads are enough, and their database
+# writes (two short transactions per attempt) queue for SQLite's lock like any other.
+WEBHOOK_POOL = ("threads", 4)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
@@ -59,8 +68,14 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
     stop_signals: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stop_signals.append(signum))
-    worker = WorkerSupervisor(settings)
-    worker.start()
+    workers = [
+        WorkerSupervisor(settings),
+        WorkerSupervisor(
+            settings, queues=WEBHOOK_QUEUES, name="embedded-webhooks", pool=WEBHOOK_POOL
+        ),
+    ]
+    for worker in workers:
+        worker.start()
     try:
         server = uvicorn.Server(uvicorn_config(host, port))
         threading.Thread(target=_announce, args=(server, host, port, settings), daemon=True).start()
@@ -68,7 +83,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
             server.run()
         ok = server.started or bool(stop_signals)
     finally:
-        worker.stop()
+        for worker in workers:
+            worker.stop()
     print("Questline stopped.", flush=True)
     return 0 if ok else 1
 
@@ -125,14 +141,24 @@ class WorkerSupervisor:
     """Runs `celery -A workers worker --pool=solo` as a child, restarts it if it dies,
     and stops it (SIGTERM, then SIGKILL) when serve stops."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queues: str = EVENT_QUEUES,
+        name: str = "embedded",
+        pool: tuple[str, int] = ("solo", 1),
+    ) -> None:
         self.settings = settings
+        self.pool = pool
+        self.queues = queues
+        self.name = name
         self.stopping = threading.Event()
         self.process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         # The thread that spawns the child must outlive it: the child's parent-death
         # signal fires when that thread ends (see _die_with_parent).
-        self.thread = threading.Thread(target=self._run, name="questline-worker", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"questline-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -145,9 +171,11 @@ class WorkerSupervisor:
             "-A",
             "workers",
             "worker",
-            "--pool=solo",
+            f"--pool={self.pool[0]}",
+            *([f"--concurrency={self.pool[1]}"] if self.pool[0] != "solo" else []),
             "--loglevel=INFO",
-            "--hostname=embedded@%h",
+            f"--hostname={self.name}@%h",
+            f"--queues={self.queues}",
             # No other workers to talk to; saves broker polling.
             "--without-gossip",
             "--without-mingle",

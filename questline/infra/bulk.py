@@ -144,6 +144,24 @@ def _copy_formats(table: Table, columns: tuple[str, ...]) -> list[tuple[str, Any
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+def next_ids(session: Session, table: Table, column: str, count: int) -> list[int] | None:
+    """`count` new values of the serial `column` of `table`, drawn from its sequence in
+    one statement (PostgreSQL), so that rows can be written with their ids known first;
+    None where there is no sequence (SQLite).
+
+    The table's ROW EXCLUSIVE lock is taken first, as an INSERT drawing the ids would:
+    whoever watches for the table's writers (live streams holding back later ids) sees
+    this transaction as one before its ids exist."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    session.execute(text(f"LOCK TABLE {table.name} IN ROW EXCLUSIVE MODE"))
+    drawn = session.execute(
+        text("SELECT nextval(pg_get_serial_sequence(:table, :column)) FROM generate_series(1, :n)"),
+        {"table": table.name, "column": column, "n": count},
+    )
+    return [int(value) for (value,) in drawn]
+
+
 def update_rows(session: Session, table: Table, key: Sequence[str], rows: Rows) -> None:
     """UPDATE each row of `table` found by its `key` columns with the row's other values,
     in one statement (all rows with the same keys)."""

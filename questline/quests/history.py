@@ -1,6 +1,8 @@
 """History entries about earned rewards, built in one place so that every path that
 records one (a claim, an auto-claim quest, a quest switched to auto-claim) writes the
-same payload."""
+same payload; and `add`, through which every path appends history, so that each
+quest_completed, reward_earned and reward_claimed entry writes its webhook deliveries
+in the same transaction."""
 
 from __future__ import annotations
 
@@ -8,7 +10,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from models import EventType
+from questline.quests import repository
+from questline.webhooks import repository as webhooks_repository
+from questline.webhooks import service as webhooks
 
 
 def reward_claimed_entry(
@@ -40,3 +47,19 @@ def reward_claimed_entry(
         "data": data,
         "created_at": now,
     }
+
+
+def add(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Append history entries, and one webhook delivery per subscribed webhook for each
+    entry of a webhook event type (questline.webhooks.service.announce). Without such
+    entries or subscribers this is one insert, as before."""
+    if not rows:
+        return
+    subscribed: list[tuple[int, list[str]]] = []
+    if any(row["type"] in webhooks.EVENT_TYPES for row in rows):
+        subscribed = webhooks_repository.subscriptions(session)
+    if not subscribed:
+        repository.add_events(session, rows)
+        return
+    event_ids = repository.add_events(session, rows, returning=True)
+    webhooks.announce(session, rows, event_ids, subscribed)

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Table, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -384,12 +384,30 @@ def get_sign_in(session: Session, user_id: int, sign_in_id: int) -> Event | None
     ).one_or_none()
 
 
-def add_events(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Append history entries (one statement); their players' streams wake after the
-    commit."""
-    if rows:
-        bulk.append_rows(session, _table(Event), rows)
-        live.announce(session, (int(row["user_id"]) for row in rows))
+def add_events(
+    session: Session, rows: Sequence[dict[str, Any]], *, returning: bool = False
+) -> list[int]:
+    """Append history entries (one statement); with `returning`, their event_ids in the
+    rows' order (else []). Their players' streams wake after the commit."""
+    if not rows:
+        return []
+    table = _table(Event)
+    ids: list[int] = []
+    drawn = bulk.next_ids(session, table, "event_id", len(rows)) if returning else None
+    if returning and drawn is None:
+        # No sequence to draw from (SQLite): the ids the insert returns, in order.
+        inserted = session.execute(
+            insert(table).returning(table.c.event_id, sort_by_parameter_order=True), list(rows)
+        )
+        ids = [int(row[0]) for row in inserted]
+    else:
+        if drawn is not None:
+            # Ids drawn first, so that the rows still go in by COPY, in the rows' order.
+            ids = drawn
+            rows = [{"event_id": i, **row} for i, row in zip(ids, rows, strict=True)]
+        bulk.append_rows(session, table, rows)
+    live.announce(session, (int(row["user_id"]) for row in rows))
+    return ids
 
 
 def add_earned_rewards(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -42,6 +42,7 @@ from questline.engine import (
     quest_period,
 )
 from questline.engine.conditions import trigger_matches
+from questline.quests import history as history_log
 from questline.quests import repository
 from questline.quests.history import reward_claimed_entry
 from questline.quests.repository import InputRow, LifetimeRow, PeriodRow
@@ -300,7 +301,7 @@ def record(session: Session, happened: Sequence[Happened], *, now: datetime) -> 
     history: list[dict[str, Any]] = []
     for h in happened:
         history.extend(history_entries(h, now=now, user_reward_id=reward_of.get(id(h))))
-    repository.add_events(session, history)
+    history_log.add(session, history)
     return len(earned), len(history)
 
 

@@ -38,7 +38,7 @@ def claim(session: Session, *, user_id: int, quest_id: int) -> dict[str, Any]:
         [wallet.Credit(user_id, line["item"], line["qty"], source) for line in bundle],
         now=now,
     )
-    repository.add_events(
+    history.add(
         session,
         [
             history.reward_claimed_entry(

@@ -17,7 +17,7 @@ from typing import Any
 import harness
 
 from . import __doc__ as ABOUT
-from . import log
+from . import log, webhooks
 from .brokers import ChaosBroker, check_quorum_queues, make_broker
 from .checks import Verdict, verify
 from .events import (
@@ -119,6 +119,7 @@ def run_environment(
         "QUESTLINE_ARGON2_MEMORY_KIB": "1024",
         "QUESTLINE_ARGON2_TIME_COST": "1",
         "QUESTLINE_CHAOS_PROBE": str(probe),
+        **webhooks.SETTINGS,
     }
     if args.negative_control:
         settings["QUESTLINE_UNSAFE_DISABLE_IDEMPOTENCY_GUARD"] = "true"
@@ -203,6 +204,9 @@ def run_under_faults(
     from questline.infra import db
 
     quests = setup_catalog(url)
+    # Before any sign-in: every completion of the run must reach the receiver. Not in the
+    # negative control, whose timers are off: it must fail by the input checks alone.
+    hook = None if args.negative_control else webhooks.start(url, PASSWORD)
     players = setup_players(url, args.users, args.sign_ins)
     event_quests, api_key = setup_event_quests(url)
     setup_zones(url, players)
@@ -229,6 +233,8 @@ def run_under_faults(
 
     by_events, wallets = verify_events(engine, event_quests, events, [p.user_id for p in players])
     checked = verify(engine, players, quests, tally, wallets)
+    if hook is not None:
+        webhooks.verify(engine, hook, args.drain_timeout, verdict, t0)
     for part in (checked, by_events):
         verdict.failures += part.failures
         verdict.figures.update(part.figures)
@@ -438,6 +444,12 @@ def summary(verdict: Verdict, args: argparse.Namespace, seconds: float, workdir:
         ("DOUBLE-APPLIED", f.get("double_applied")),
         ("OVER-GRANTED", f.get("over_granted")),
         ("pending / dead", f"{f.get('pending')} / {f.get('dead')}"),
+        ("webhook occurrences / delivered", f"{f.get('webhook_occurrences')} / "
+         f"{f.get('webhook_delivered')}"),
+        ("webhook duplicates / requests", f"{f.get('webhook_duplicates')} / "
+         f"{f.get('webhook_requests')}"),
+        ("webhook deliveries by status", f.get("webhook_statuses")),
+        ("webhooks settled after the drain, s", f.get("webhook_settle_seconds")),
         ("load time, s", f.get("load_seconds")),
         ("time to drain, s", f.get("drain_seconds")),
         ("total run time, s", round(seconds, 1)),

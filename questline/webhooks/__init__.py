@@ -1,0 +1,1 @@
+"""Webhooks: endpoints, the deliveries a grant writes, signing and sending them."""

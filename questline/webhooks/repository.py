@@ -1,0 +1,188 @@
+"""Queries on webhooks and their deliveries.
+
+Lock order: a webhook row (FOR NO KEY UPDATE, which a grant's foreign-key check does
+not wait for), then its delivery rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from models import Base, DeliveryStatus, Webhook, WebhookDelivery
+
+
+def live_webhooks(session: Session) -> Sequence[Webhook]:
+    """Webhooks not deleted, oldest first."""
+    return session.scalars(
+        select(Webhook).where(Webhook.deleted_at.is_(None)).order_by(Webhook.webhook_id)
+    ).all()
+
+
+def subscriptions(session: Session) -> list[tuple[int, list[str]]]:
+    """(webhook_id, events) of every live webhook: what a grant reads to fan out."""
+    rows = session.execute(
+        select(Webhook.webhook_id, Webhook.events).where(Webhook.deleted_at.is_(None))
+    ).all()
+    return [(int(r[0]), list(r[1])) for r in rows]
+
+
+def add_webhook(
+    session: Session, *, url: str, events: list[str], secret: str, created_by: int | None
+) -> Webhook:
+    webhook = Webhook(url=url, events=events, secret=secret, created_by=created_by)
+    session.add(webhook)
+    session.flush()
+    return webhook
+
+
+def get_webhook(session: Session, webhook_id: int, *, for_update: bool = False) -> Webhook | None:
+    """A live webhook; for_update takes FOR NO KEY UPDATE (grants inserting deliveries
+    for it do not wait)."""
+    query = select(Webhook).where(Webhook.webhook_id == webhook_id, Webhook.deleted_at.is_(None))
+    if for_update:
+        query = query.with_for_update(key_share=True)
+    return session.scalars(query).one_or_none()
+
+
+def add_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> list[tuple[int, int]]:
+    """Insert deliveries; (delivery_id, webhook_id) of each, in the rows' order."""
+    if not rows:
+        return []
+    table = Base.metadata.tables[WebhookDelivery.__tablename__]
+    inserted = session.execute(
+        insert(table).returning(
+            table.c.delivery_id, table.c.webhook_id, sort_by_parameter_order=True
+        ),
+        list(rows),
+    )
+    return [(int(r[0]), int(r[1])) for r in inserted]
+
+
+def list_deliveries(
+    session: Session, webhook_id: int, *, status: str | None, limit: int, before: int | None
+) -> Sequence[WebhookDelivery]:
+    """A webhook's deliveries, newest first."""
+    query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == webhook_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    if before is not None:
+        query = query.where(WebhookDelivery.delivery_id < before)
+    return session.scalars(query.order_by(WebhookDelivery.delivery_id.desc()).limit(limit)).all()
+
+
+def get_delivery(
+    session: Session, delivery_id: int, *, for_update: bool = False, skip_locked: bool = False
+) -> WebhookDelivery | None:
+    query = select(WebhookDelivery).where(WebhookDelivery.delivery_id == delivery_id)
+    if for_update:
+        query = query.with_for_update(skip_locked=skip_locked)
+    return session.scalars(query).one_or_none()
+
+
+def webhook_of(session: Session, delivery_id: int) -> int | None:
+    """The webhook a delivery belongs to (no lock)."""
+    found = session.scalar(
+        select(WebhookDelivery.webhook_id).where(WebhookDelivery.delivery_id == delivery_id)
+    )
+    return None if found is None else int(found)
+
+
+def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:
+    """Attempts under way to a webhook (pending deliveries whose lease runs)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(
+                WebhookDelivery.webhook_id == webhook_id,
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                WebhookDelivery.sending_until > now,
+            )
+        )
+        or 0
+    )
+
+
+def endpoint_load(
+    session: Session, *, now: datetime, message_lost_before: datetime
+) -> dict[int, int]:
+    """Per webhook with pending deliveries: attempts under way plus task messages out
+    (not yet presumed lost), i.e. the slots it is using."""
+    busy = or_(
+        WebhookDelivery.sending_until > now,
+        WebhookDelivery.enqueued_at > message_lost_before,
+    )
+    rows = session.execute(
+        select(WebhookDelivery.webhook_id, func.count())
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, busy)
+        .group_by(WebhookDelivery.webhook_id)
+    ).all()
+    return {int(r[0]): int(r[1]) for r in rows}
+
+
+def endpoints_with_due(session: Session, *, now: datetime) -> list[int]:
+    """Webhooks that have a pending delivery due."""
+    rows = session.execute(
+        select(WebhookDelivery.webhook_id)
+        .where(
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+        )
+        .distinct()
+    ).all()
+    return [int(r[0]) for r in rows]
+
+
+def lock_due(
+    session: Session,
+    *,
+    webhook_id: int,
+    now: datetime,
+    message_lost_before: datetime,
+    limit: int,
+) -> list[WebhookDelivery]:
+    """A webhook's pending deliveries that are due, not being sent, and have no task
+    message out (or one sent before `message_lost_before`, presumed lost); locked,
+    skipping locked ones, oldest due first."""
+    query = (
+        select(WebhookDelivery)
+        .where(
+            WebhookDelivery.webhook_id == webhook_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.sending_until.is_(None), WebhookDelivery.sending_until <= now),
+            or_(
+                WebhookDelivery.enqueued_at.is_(None),
+                WebhookDelivery.enqueued_at <= message_lost_before,
+            ),
+        )
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.delivery_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(query).all())
+
+
+def fail_pending(session: Session, webhook_id: int, *, error: str) -> int:
+    """Mark a webhook's pending deliveries failed; how many."""
+    result = session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.webhook_id == webhook_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(status=DeliveryStatus.FAILED, last_error=error, next_attempt_at=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delivery_counts(session: Session) -> dict[str, int]:
+    """Deliveries by status, for operators and the fault-injection run."""
+    rows = session.execute(
+        select(WebhookDelivery.status, func.count()).group_by(WebhookDelivery.status)
+    ).all()
+    return {str(r[0]): int(r[1]) for r in rows}
