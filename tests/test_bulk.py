@@ -197,3 +197,13 @@ def test_driver_errors_surface_as_sqlalchemy_errors(session: Session) -> None:
             EVENTS,
             [{"user_id": 1, "type": "x", "data": {}, "created_at": None, "attempts": -1}],
         )
+
+
+def test_left_out_columns_get_the_models_defaults(any_session: Session) -> None:
+    user = _user(any_session, "defaulted")
+    bulk.append_rows(any_session, EVENTS, [{"user_id": user, "type": "quest_progress"}])
+    data, created_at, attempts = any_session.execute(
+        select(Event.data, Event.created_at, Event.attempts).where(Event.user_id == user)
+    ).one()
+    assert (data, attempts) == ({}, 0)
+    assert abs((utcnow() - created_at).total_seconds()) < 3600

@@ -51,6 +51,7 @@ def insert_rows(
     """
     if not rows:
         return []
+    rows = _with_defaults(table, rows)
     columns = tuple(rows[0])
     raw = _psycopg2(session)
     if raw is not None:
@@ -92,6 +93,7 @@ def append_rows(session: Session, table: Table, rows: Rows) -> None:
     if raw is None:
         insert_rows(session, table, rows)
         return
+    rows = _with_defaults(table, rows)
     columns = tuple(rows[0])
     formats = _copy_formats(table, columns)
     text = "".join(
@@ -207,6 +209,25 @@ def select_rows(
     if for_update:
         stmt = stmt.with_for_update()
     return [tuple(row) for row in session.execute(stmt)]
+
+
+def _with_defaults(table: Table, rows: Rows) -> Rows:
+    """`rows` with the model's Python-side defaults (created_at, data, ...) filled in for
+    the columns they leave out, as SQLAlchemy's own INSERT would."""
+    given = rows[0].keys()
+    missing = [
+        c for c in table.c if c.key not in given and c.default is not None and not c.primary_key
+    ]
+    if not missing:
+        return rows
+    filled = []
+    for row in rows:
+        extra = {
+            c.key: (c.default.arg(None) if c.default.is_callable else c.default.arg)  # type: ignore[union-attr]
+            for c in missing
+        }
+        filled.append({**row, **extra})
+    return filled
 
 
 def _psycopg2(session: Session) -> Connection | None:
