@@ -87,6 +87,13 @@ def clean_state(database: str) -> Iterator[None]:
         # The catalog was written behind the catalog service's back: count it as a write.
         # Never reset the version: a process may still hold copies of lower versions.
         conn.execute(sa.text("UPDATE catalog_state SET version = version + 1"))
+    # This process (the in-process server) trusts neither its catalog version nor its
+    # banned ids any more: user ids start again at 1.
+    from questline.catalog import cache
+    from questline.users import bans
+
+    cache.forget_lease()
+    bans.ban_list.forget()
     redis.Redis.from_url(support.REDIS_URL).flushdb()
     return
 

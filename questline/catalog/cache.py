@@ -11,6 +11,15 @@ that write, whatever Redis missed or kept while it was away: there is no
 invalidation to lose. Entries of older versions are simply never read again; they
 expire after catalog_cache_ttl_seconds. The in-process copy of old versions is
 dropped once this process sees a newer one (a write here, after its commit, or a read).
+
+A lease spares most reads the version query. The version a process read is trusted for
+LEASE_SECONDS from the start of the read that found it (a read that finds the lease
+older reads the version again), and every catalog write, after its commit, waits out
+LEASE_SECONDS before it returns (the after-commit action below). So a read that starts
+after a write has returned trusts a version read after the write committed, in every
+process: API.md's "reads through any cache see the change at once" holds without a
+database round trip per read. The workers do not read through this cache: they check
+the version inside their own transaction (questline.catalog.source).
 """
 
 from __future__ import annotations
@@ -40,12 +49,78 @@ class CatalogChanged:
     version: int
 
 
+# How long a version read is trusted without reading it again (see the module doc).
+LEASE_SECONDS = 0.05
+
+
 def catalog_changed(session: Session) -> int:
     """Record a catalog write: bump the version in the write's transaction; after the
-    commit this process drops its copies of older versions. The new version."""
+    commit this process drops its copies of older versions and waits out the other
+    processes' leases. The new version."""
     version = repository.bump_version(session)
     after_commit.after_commit(session, CatalogChanged(version))
     return version
+
+
+def _written(message: CatalogChanged) -> None:
+    # The one sender that waits: the write must not return while a process could still
+    # trust a version read before it committed (LEASE_SECONDS, well under a second,
+    # and catalog writes are rare admin work).
+    _see_version(message.version)
+    forget_lease()
+    time.sleep(LEASE_SECONDS)
+
+
+@dataclass(frozen=True)
+class _Lease:
+    version: int
+    since: float  # time.monotonic() when the read that found `version` started
+
+
+_lease: _Lease | None = None
+
+
+def forget_lease() -> None:
+    """Make the next read of this process read the version (after a write made here, or
+    behind the catalog service's back in a test)."""
+    global _lease
+    _lease = None
+
+
+def _leased_version() -> int | None:
+    lease = _lease
+    if lease is not None and time.monotonic() - lease.since < LEASE_SECONDS:
+        return lease.version
+    return None
+
+
+def _read_version(session: Session) -> int:
+    global _lease
+    started = time.monotonic()
+    version = repository.catalog_version(session)
+    with _local_lock:
+        if _lease is None or started > _lease.since:
+            _lease = _Lease(version, started)
+    return version
+
+
+def peek(name: str) -> Any:
+    """The value under `name` if this process holds it at a version it may trust now,
+    without any I/O; MISSING otherwise (then use cached())."""
+    version = _leased_version()
+    if version is None:
+        return MISSING
+    local = _local.get(_key(version, name))
+    if local is None or local[1] <= time.monotonic():
+        return MISSING
+    return local[0]
+
+
+MISSING: Any = object()
+
+
+def _key(version: int, name: str) -> str:
+    return f"ql:catalog:v{version}:{name}"
 
 
 def invalidate() -> None:
@@ -55,8 +130,8 @@ def invalidate() -> None:
         catalog_changed(session)
 
 
-# Decoded entries kept in this process under their versioned key, so a hit costs
-# one small query (the version) and no Redis round trip or decoding.
+# Decoded entries kept in this process under their versioned key, so a hit costs no
+# Redis round trip or decoding (and, under a lease, no query at all).
 _local: dict[str, tuple[Any, float]] = {}
 _local_version = 0
 _local_lock = threading.Lock()
@@ -66,8 +141,10 @@ _LOCAL_LIMIT = 1000
 def cached(session: Session, name: str, load: Callable[[], Any]) -> Any:
     """The value under `name` at the current catalog version, loaded by `load` (which
     reads through `session`) on a miss."""
-    version = repository.catalog_version(session)
-    key = f"ql:catalog:v{version}:{name}"
+    version = _leased_version()
+    if version is None:
+        version = _read_version(session)
+    key = _key(version, name)
     _see_version(version)
     local = _local.get(key)
     if local is not None and local[1] > time.monotonic():
@@ -111,4 +188,4 @@ def _remember(key: str, version: int, value: Any, ttl: float) -> None:
         _local[key] = (value, time.monotonic() + ttl)
 
 
-after_commit.register(CatalogChanged, lambda message: _see_version(message.version))
+after_commit.register(CatalogChanged, _written)

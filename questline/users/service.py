@@ -22,7 +22,8 @@ from models.users import Role, UserStatus
 from questline import ratelimit, security
 from questline.config import get_settings
 from questline.errors import Banned, Conflict, Invalid, NotFound, RefreshTokenReused, Unauthorized
-from questline.users import repository
+from questline.infra.after_commit import after_commit
+from questline.users import bans, repository
 from questline.wallet import repository as wallet
 
 BAD_CREDENTIALS = "invalid user name or password"
@@ -165,11 +166,13 @@ def ban(session: Session, *, user_id: int, by: int) -> User:
     user = repository.ban(session, user_id, now=utcnow())
     if user is None:
         raise NotFound("user not found")
+    after_commit(session, bans.UserBanned(user_id))
     return user
 
 
 def authenticate(session: Session, token: str) -> User:
-    """The user behind an access token: Unauthorized if the token is bad, Banned if banned."""
+    """The user behind an access token, read in `session`: Unauthorized if the token is
+    bad, Banned if banned (at once: for the paths that write for the user)."""
     claims = security.decode_access_token(token)
     user = repository.get_by_id(session, claims.user_id)
     if user is None:
