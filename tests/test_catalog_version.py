@@ -4,6 +4,7 @@ it can see, whatever Redis missed while it was away."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +116,39 @@ def test_a_write_made_while_redis_is_down_is_read_at_once_after_it_returns(
 
 def catalog_keys(server: OwnRedis) -> set[str]:
     return {str(key) for key in server.client().scan_iter("ql:catalog:*")}
+
+
+def test_a_write_through_one_process_is_read_at_once_through_another_under_load() -> None:
+    """The version lease (questline.catalog.cache): process B answers from memory while
+    its version is fresh, so a PATCH through process A must wait out B's lease before it
+    returns; then a read through B that starts after the answer shows the write."""
+    with db.transaction() as session:
+        player = f.bearer(f.add_user(session).user_id)
+        admin = f.bearer(f.add_user(session, role="admin").user_id, role="admin")
+    a = support.start_server("api.catalog.main:app", name="catalog-a")
+    b = support.start_server("api.catalog.main:app", name="catalog-b")
+    stop = threading.Event()
+
+    def keep_reading() -> None:  # B's lease and copy stay fresh all along
+        with httpx.Client(base_url=b.url, timeout=60) as c:
+            while not stop.is_set():
+                assert c.get("/quests", headers=player).status_code == 200
+
+    readers = [threading.Thread(target=keep_reading) for _ in range(4)]
+    try:
+        for reader in readers:
+            reader.start()
+        with httpx.Client(timeout=60) as c:
+            for streak in (4, 5, 6, 7, 8, 9):
+                r = c.patch(f"{a.url}/quests/1", headers=admin, json={"streak": streak})
+                assert r.status_code == 200, r.text
+                [listed] = c.get(f"{b.url}/quests", headers=player).json()
+                assert listed["streak"] == streak
+                # The list's JSON, encoded once per version, is the quest route's own.
+                assert listed == c.get(f"{b.url}/quests/1", headers=player).json()
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        a.stop()
+        b.stop()
