@@ -38,6 +38,7 @@ from questline.catalog import repository
 from questline.config import get_settings
 from questline.infra import after_commit, db
 from questline.infra.kv import KeyValueError, get_kv
+from questline.infra.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class CatalogChanged:
 
 
 # How long a version read is trusted without reading it again (see the module doc).
-LEASE_SECONDS = 0.05
+LEASE_SECONDS = 0.1
 
 
 def catalog_changed(session: Session) -> int:
@@ -67,47 +68,30 @@ def _written(message: CatalogChanged) -> None:
     # trust a version read before it committed (LEASE_SECONDS, well under a second,
     # and catalog writes are rare admin work).
     _see_version(message.version)
-    forget_lease()
+    _version.forget()
     time.sleep(LEASE_SECONDS)
 
 
-@dataclass(frozen=True)
-class _Lease:
-    version: int
-    since: float  # time.monotonic() when the read that found `version` started
+def _read_version() -> int:
+    with db.session_factory()() as session:
+        version = repository.catalog_version(session)
+        session.rollback()
+    return version
 
 
-_lease: _Lease | None = None
+_version = Lease("catalog-version", LEASE_SECONDS, _read_version)
 
 
 def forget_lease() -> None:
-    """Make the next read of this process read the version (after a write made here, or
-    behind the catalog service's back in a test)."""
-    global _lease
-    _lease = None
-
-
-def _leased_version() -> int | None:
-    lease = _lease
-    if lease is not None and time.monotonic() - lease.since < LEASE_SECONDS:
-        return lease.version
-    return None
-
-
-def _read_version(session: Session) -> int:
-    global _lease
-    started = time.monotonic()
-    version = repository.catalog_version(session)
-    with _local_lock:
-        if _lease is None or started > _lease.since:
-            _lease = _Lease(version, started)
-    return version
+    """Make the next read of this process read the version (for tests that write the
+    catalog behind the catalog service's back)."""
+    _version.forget()
 
 
 def peek(name: str) -> Any:
     """The value under `name` if this process holds it at a version it may trust now,
     without any I/O; MISSING otherwise (then use cached())."""
-    version = _leased_version()
+    version = _version.fresh()
     if version is None:
         return MISSING
     local = _local.get(_key(version, name))
@@ -141,9 +125,9 @@ _LOCAL_LIMIT = 1000
 def cached(session: Session, name: str, load: Callable[[], Any]) -> Any:
     """The value under `name` at the current catalog version, loaded by `load` (which
     reads through `session`) on a miss."""
-    version = _leased_version()
+    version = _version.fresh()
     if version is None:
-        version = _read_version(session)
+        version = _version.renew()
     key = _key(version, name)
     _see_version(version)
     local = _local.get(key)

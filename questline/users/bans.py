@@ -32,6 +32,7 @@ from models.users import UserStatus
 from questline.config import get_settings
 from questline.errors import Banned, Unauthorized
 from questline.infra import after_commit, db
+from questline.infra.lease import Lease
 from questline.users import repository
 
 log = logging.getLogger(__name__)
@@ -52,23 +53,24 @@ class UserBanned:
 
 
 class BanList:
-    """The banned ids of this process and the lease that says how fresh they are."""
+    """The banned ids of this process, the users it has seen, and the lease that says
+    how fresh the banned ids are."""
 
     def __init__(self) -> None:
         self._reset()
+        self._lease = Lease("bans", LEASE_SECONDS, self._read)
 
     def _reset(self) -> None:
         # Also run in a forked child, which has neither the parent's thread nor its lock.
         self._ids: frozenset[int] = frozenset()
         self._known: set[int] = set()  # users seen in the database
         self._version = -1
-        self._confirmed_at = -float("inf")  # when the read that confirmed the set started
         self._lock = threading.Lock()
         self._listening = False
 
     def fresh(self) -> bool:
         """True while the set may be trusted without reading the database."""
-        return time.monotonic() - self._confirmed_at < LEASE_SECONDS
+        return self._lease.fresh() is not None
 
     def knows(self, user_id: int) -> bool:
         """True when this process has seen the user in the database (users are never
@@ -103,18 +105,19 @@ class BanList:
 
     def renew(self) -> None:
         """Confirm the set from the database (the version, and the ids if it moved)."""
-        with self._lock:
-            if self.fresh():
-                return  # another thread confirmed it while this one waited
-            started = time.monotonic()
-            with db.session_factory()() as session:
-                version = repository.ban_version(session)
-                if version != self._version:
-                    # Read after the version: it holds at least every ban up to it.
-                    self._ids = self._ids | repository.banned_user_ids(session)
+        self._lease.renew()
+
+    def _read(self) -> int:
+        with db.session_factory()() as session:
+            version = repository.ban_version(session)
+            if version != self._version:
+                # Read after the version: it holds at least every ban up to it.
+                banned = repository.banned_user_ids(session)
+                with self._lock:
+                    self._ids = self._ids | banned
                     self._version = version
-                session.rollback()
-            self._confirmed_at = started
+            session.rollback()
+        return version
 
     def add(self, user_id: int) -> None:
         """A ban heard of (committed here, or published by another process)."""
@@ -124,11 +127,11 @@ class BanList:
     def forget(self) -> None:
         """Drop what this process knows: the next checks read every banned id and each
         user again (for tests, which empty the users table behind the service's back)."""
+        self._lease.forget()
         with self._lock:
             self._ids = frozenset()
             self._known = set()
             self._version = -1
-            self._confirmed_at = -float("inf")
 
     # -- pub/sub --
 
