@@ -79,7 +79,9 @@ def login(session: Session, *, user_name: str, password: str, client: str) -> Si
     """Verify a password and record a sign-in. Unknown name and wrong password look alike.
 
     The check is admitted by the failed-login limits before the password is hashed
-    (TooManyAttempts once one is spent); a wrong password counts as a failure.
+    (TooManyAttempts once one is spent); a wrong password counts as a failure, and a
+    right one counts a sign-in (TooManySignIns past that limit). Nothing else waits on
+    the store: one call before the hash, one after.
     """
     with ratelimit.login_attempt(user_name, client) as attempt:
         user = repository.get_by_name(session, user_name)
@@ -87,9 +89,10 @@ def login(session: Session, *, user_name: str, password: str, client: str) -> Si
             attempt.failed = True
             raise Unauthorized(BAD_CREDENTIALS)
         attempt.succeeded = True
-    assert user is not None
-    ensure_not_banned(user)
-    ratelimit.count_sign_in(user.user_id)
+        assert user is not None
+        ensure_not_banned(user)
+        # Counted as the attempt settles: one trip to the store after the hash.
+        attempt.sign_in_of = user.user_id
     now = utcnow()
     raw_refresh = security.new_refresh_token()
     signed_in = repository.record_sign_in(
