@@ -127,7 +127,7 @@ def cached(session: Session, name: str, load: Callable[[], Any]) -> Any:
     reads through `session`) on a miss."""
     version = _version.fresh()
     if version is None:
-        version = _version.renew()
+        version = _version.renew(lambda: repository.catalog_version(session))
     key = _key(version, name)
     _see_version(version)
     local = _local.get(key)

@@ -46,15 +46,17 @@ class Lease(Generic[T]):
             self._renew_in_background()
         return self._value
 
-    def renew(self) -> T:
+    def renew(self, read: Callable[[], T] | None = None) -> T:
         """A value read from now on (or by a read another thread started while this one
-        waited for it)."""
+        waited for it). `read` reads in place of the lease's own function, e.g. through
+        the caller's session (on SQLite a second connection of the same thread would
+        wait for the first one's write lock forever)."""
         waited_from = time.monotonic()
         with self._lock:
             if self._since >= waited_from and self._value is not None:
                 return self._value
             started = time.monotonic()
-            value = self._read()
+            value = (read or self._read)()
             self._value, self._since = value, started
             return value
 
