@@ -51,7 +51,10 @@ class CatalogChanged:
 
 
 # How long a version read is trusted without reading it again (see the module doc).
-LEASE_SECONDS = 0.1
+# It is renewed in the background at half of it, so reads wait for the database only
+# when a version query takes longer than that (a starved database); every catalog
+# write returns this much later.
+LEASE_SECONDS = 0.2
 
 
 def catalog_changed(session: Session) -> int:
