@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from questline.catalog import cache, repository
 from questline.catalog import service as catalog
 from questline.errors import Conflict
-from questline.infra import db, migrate
+from questline.infra import after_commit, db, migrate
 from tests import factories as f
 from tests import support
 from tests.frozen_redis import OwnRedis, own_redis
@@ -152,3 +153,22 @@ def test_a_write_through_one_process_is_read_at_once_through_another_under_load(
             reader.join()
         a.stop()
         b.stop()
+
+
+def test_a_commit_of_several_catalog_writes_waits_out_the_lease_once(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait is per commit (after_commit's hold), not per write: applying a catalog
+    file of many quests in one transaction returns one lease later, not one per quest."""
+    waits: list[float] = []
+    monkeypatch.setattr(after_commit, "time", SimpleNamespace(sleep=waits.append))
+    reward = catalog.create_reward(session, reward_name="Gold", reward_item="gold", reward_qty=2)
+    for n in range(3):
+        catalog.create_quest(
+            session, name=f"daily-{n}", streak=1, duplication=1, reward_id=reward.reward_id
+        )
+    assert waits == []  # nothing before the commit
+    session.commit()
+    assert waits == [cache.LEASE_SECONDS]
+    session.commit()  # a commit with no catalog write does not wait
+    assert waits == [cache.LEASE_SECONDS]

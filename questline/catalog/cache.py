@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session
 
@@ -43,18 +43,21 @@ from questline.infra.lease import Lease
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CatalogChanged:
-    """A catalog write committed, making `version` the current catalog version."""
-
-    version: int
-
-
 # How long a version read is trusted without reading it again (see the module doc).
 # It is renewed in the background at half of it, so reads wait for the database only
 # when a version query takes longer than that (a starved database); every catalog
 # write returns this much later.
 LEASE_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class CatalogChanged:
+    """A catalog write committed, making `version` the current catalog version. The
+    committing thread then waits out every process's lease, once per commit however
+    many writes it held (after_commit's hold), before the write returns."""
+
+    version: int
+    hold_after_commit: ClassVar[float] = LEASE_SECONDS
 
 
 def catalog_changed(session: Session) -> int:
@@ -67,12 +70,11 @@ def catalog_changed(session: Session) -> int:
 
 
 def _written(message: CatalogChanged) -> None:
-    # The one sender that waits: the write must not return while a process could still
-    # trust a version read before it committed (LEASE_SECONDS, well under a second,
-    # and catalog writes are rare admin work).
+    # Then the committing thread waits LEASE_SECONDS (CatalogChanged.hold_after_commit):
+    # the write must not return while a process could still trust a version read
+    # before it committed. Well under a second, and catalog writes are rare admin work.
     _see_version(message.version)
     _version.forget()
-    time.sleep(LEASE_SECONDS)
 
 
 def _read_version() -> int:
