@@ -210,16 +210,10 @@ def measure_bare_argon2(b: Bench, seconds: float) -> float:
 
 
 def measure_login(b: Bench, seconds: float) -> tuple[float, int]:
-    from questline import security
-
     n_users = 1000
     b.reset()
     b.make_users(n_users)
-    # Deployed as the README says: with N uvicorn processes, the hashing cap per process
-    # is the cores divided by N, so no more hashes run at once than there are cores
-    # (more only share the cores and their caches; each argon2 hash holds 19 MiB).
-    cap = max(1, security.usable_cores() // b.processes)
-    api = b.api("api.auth.main:app", b.processes, QUESTLINE_HASHING_CONCURRENCY=str(cap))
+    api = b.api("api.auth.main:app", b.processes)
     port = api.port
 
     def login(i: int) -> tuple[str, str, bytes, str]:
