@@ -19,6 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, limits, observability
+from questline.users import bans
 from workers import publish  # noqa: F401  registers the after-commit sender of sign-ins
 
 DESCRIPTION = (
@@ -67,6 +68,7 @@ def create_app(title: str, service: str, routers: list[APIRouter]) -> FastAPI:
         # Say at start (once) what keeps the service from being ready, e.g. a
         # database nobody has migrated; readiness keeps checking afterwards.
         await readiness.report_at_start()
+        bans.ban_list.listen()  # bans published by the other processes, within ms
         yield
 
     app = QuestlineAPI(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, func, literal_column
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    func,
+    literal_column,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, Id, UTCDateTime, utcnow
@@ -35,6 +44,13 @@ class User(Base):
         CheckConstraint(_one_of("role", Role), name="role_valid"),
         # Names are unique without regard to case.
         Index("uq_users_user_name_lower", func.lower(literal_column("user_name")), unique=True),
+        # The banned ids each API process keeps in memory (questline.users.bans).
+        Index(
+            "ix_users_banned",
+            "user_id",
+            postgresql_where=text("status = 'banned'"),
+            sqlite_where=text("status = 'banned'"),
+        ),
     )
 
     user_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
@@ -51,6 +67,17 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # IANA zone stamped on each event the user makes; gold and diamond live in `wallets`.
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+
+
+class BanState(Base):
+    """One row: the ban version. Every ban bumps it in its own transaction, so a reader
+    that sees version N and then reads the banned users sees every ban up to N."""
+
+    __tablename__ = "ban_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
 
 
 class RefreshToken(Base):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from questline.config import get_settings
 from questline.errors import TooManyAttempts, TooManySignIns, TooManySignups
-from questline.infra.kv import KeyValue, KeyValueError, get_kv
+from questline.infra.kv import Counted, KeyValue, KeyValueError, get_kv
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,13 @@ _WAIT_FOR_OTHERS_SECONDS = 10.0
 
 @dataclass
 class LoginAttempt:
-    """One password check under the failed-login limits; the caller marks how it ended."""
+    """One password check under the failed-login limits; the caller marks how it ended,
+    and names the user who signs in (`sign_in_of`) to count the sign-in in the same step."""
 
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     failed: bool = False
     succeeded: bool = False
+    sign_in_of: int | None = None
 
 
 @contextmanager
@@ -70,6 +72,10 @@ def login_attempt(user_name: str, client: str) -> Iterator[LoginAttempt]:
     ahead or are refused). Set `failed` or `succeeded` inside the block: a failure
     counts on every limit; a success clears the failures of that name from that
     client and counts on nothing.
+
+    With `sign_in_of` set, the block's end also counts a sign-in of that user
+    (count_sign_in) and raises TooManySignIns past that limit: the store is asked once
+    before the password is hashed and once after.
     """
     limits = _login_keys(user_name, client)
     attempt = LoginAttempt()
@@ -84,9 +90,17 @@ def login_attempt(user_name: str, client: str) -> Iterator[LoginAttempt]:
         raise TooManyAttempts(retry_after=wait)
     try:
         yield attempt
-    finally:
+    except BaseException:
         if wait is not None:
             _settle(kv, limits, attempt, window)
+        raise
+    if wait is None:  # the store did not answer: the sign-in limit fails open alone
+        if attempt.sign_in_of is not None:
+            count_sign_in(attempt.sign_in_of)
+        return
+    refused = _settle(kv, limits, attempt, window)
+    if refused:
+        raise TooManySignIns(retry_after=refused)
 
 
 def _begin(kv: KeyValue, limits: dict[str, int], attempt: str, window: int) -> int:
@@ -101,18 +115,22 @@ def _begin(kv: KeyValue, limits: dict[str, int], attempt: str, window: int) -> i
     return wait
 
 
-def _settle(kv: KeyValue, limits: dict[str, int], attempt: LoginAttempt, window: int) -> None:
+def _settle(kv: KeyValue, limits: dict[str, int], attempt: LoginAttempt, window: int) -> int:
+    # 0, or the seconds to wait when the sign-in counted now is over its limit.
     pair = next(iter(limits))  # failures of this name from this client
+    count = None if attempt.sign_in_of is None else _sign_ins(attempt.sign_in_of)
     try:
-        kv.settle_attempt(
+        return kv.settle_attempt(
             list(limits),
             attempt.id,
             failed=attempt.failed,
             window=window,
             clear=pair if attempt.succeeded else None,
+            count=count,
         )
     except KeyValueError:
         log.warning("login rate limiter unavailable; attempt not settled")
+        return 0
 
 
 def count_signup(client: str) -> None:
@@ -120,10 +138,14 @@ def count_signup(client: str) -> None:
     _count(f"ql:signups:{client}", get_settings().signups_per_client_per_hour, 3600, TooManySignups)
 
 
+def _sign_ins(user_id: int) -> Counted:
+    return Counted(f"ql:sign-ins:{user_id}", get_settings().sign_ins_per_user_per_minute, 60)
+
+
 def count_sign_in(user_id: int) -> None:
     """Count a sign-in (login or refresh) of the user; TooManySignIns past the limit."""
-    limit = get_settings().sign_ins_per_user_per_minute
-    _count(f"ql:sign-ins:{user_id}", limit, 60, TooManySignIns)
+    counted = _sign_ins(user_id)
+    _count(counted.key, counted.limit, counted.window, TooManySignIns)
 
 
 def _count(key: str, limit: int, window: int, refusal: type[TooManyAttempts]) -> None:

@@ -281,9 +281,31 @@ def mint_access_token(user_id: int, role: str) -> tuple[str, int]:
     return token, ttl
 
 
+# Tokens this process has verified, with their claims and expiry: a client sends the
+# same token with every request, and checking an Ed25519 signature again costs more than
+# the rest of a cached read. Only exp changes its verdict over time, and it is checked
+# on every use. Cleared when full (a burst of new tokens only costs their first check).
+_verified: dict[str, tuple[TokenClaims, int]] = {}
+_VERIFIED_LIMIT = 10_000
+
+
 def decode_access_token(token: str) -> TokenClaims:
     """Verify signature, algorithm, kid, exp and iss; anything off is Unauthorized.
     iat and exp are allowed QUESTLINE_JWT_LEEWAY_SECONDS of clock skew between hosts."""
+    known = _verified.get(token)
+    if known is None:
+        claims, exp = _decode_access_token(token)
+        if len(_verified) >= _VERIFIED_LIMIT:
+            _verified.clear()
+        _verified[token] = (claims, exp)
+        return claims
+    claims, exp = known
+    if exp <= time.time() - get_settings().jwt_leeway_seconds:  # PyJWT's rule
+        raise Unauthorized("token expired")
+    return claims
+
+
+def _decode_access_token(token: str) -> tuple[TokenClaims, int]:
     vk = verifying_key()
     try:
         header = jwt.get_unverified_header(token)
@@ -300,11 +322,15 @@ def decode_access_token(token: str) -> TokenClaims:
         )
         user_id = int(claims["sub"])
         role = Role(claims["role"])  # ValueError for any other role
-        return TokenClaims(
-            user_id=user_id,
-            role=role,
-            jti=str(claims["jti"]),
-            valid_until=float(claims["exp"]) + settings.jwt_leeway_seconds,
+        exp = int(claims["exp"])
+        return (
+            TokenClaims(
+                user_id=user_id,
+                role=role,
+                jti=str(claims["jti"]),
+                valid_until=float(claims["exp"]) + settings.jwt_leeway_seconds,
+            ),
+            exp,
         )
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None

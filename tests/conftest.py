@@ -73,6 +73,13 @@ def clean_state(database: str) -> Iterator[None]:
         except sa.exc.OperationalError as exc:
             if getattr(exc.orig, "pgcode", None) != "40P01" or attempt == 4:
                 raise
+    # This process (the in-process server) trusts neither its catalog version nor its
+    # banned ids any more: user ids start again at 1.
+    from questline.catalog import cache
+    from questline.users import bans
+
+    cache.forget_lease()
+    bans.ban_list.forget()
     redis.Redis.from_url(support.REDIS_URL).flushdb()
     return
 

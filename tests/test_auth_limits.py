@@ -233,6 +233,47 @@ def test_sign_ins_per_user_are_limited_and_a_refused_refresh_keeps_its_token(
     assert r.status_code == 200, r.text
 
 
+def test_a_login_asks_redis_once_before_the_hash_and_once_after(
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: the failed-login limits admit the attempt in one call; settling it and
+    counting the sign-in is one more, after the hash. Recorded in the thread that
+    hashes (the in-process server's), so other threads' Redis traffic does not count."""
+    import redis.client
+
+    stored_user("alice")
+    steps: list[tuple[int, str]] = []
+    real = security.password_hasher()
+    real_command, real_pipeline = redis.client.Redis.execute_command, redis.client.Pipeline.execute
+
+    class RecordingHasher:
+        def verify(self, password_hash: str, password: str) -> bool:
+            steps.append((threading.get_ident(), "hash"))
+            return bool(real.verify(password_hash, password))
+
+    def command(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps.append((threading.get_ident(), f"redis {args[0]}"))
+        return real_command(self, *args, **kwargs)
+
+    def pipeline(self: Any, *args: Any, **kwargs: Any) -> Any:
+        steps.append((threading.get_ident(), "redis pipeline"))
+        return real_pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(security, "password_hasher", RecordingHasher)
+    monkeypatch.setattr(redis.client.Redis, "execute_command", command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", pipeline)
+    assert login(client, "alice").status_code == 200
+    assert login(client, "alice", "wrong-password").status_code == 401
+    monkeypatch.undo()
+
+    hashing = [thread for thread, step in steps if step == "hash"]
+    assert len(hashing) == 2
+    for thread in set(hashing):  # each login: redis, hash, redis (a thread may run both)
+        mine = [step for t, step in steps if t == thread]
+        logins = hashing.count(thread)
+        assert [step.split()[0] for step in mine] == ["redis", "hash", "redis"] * logins, mine
+
+
 # --- the cap on concurrent password hashing -------------------------------------------
 
 

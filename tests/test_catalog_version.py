@@ -4,8 +4,10 @@ it can see, whatever Redis missed while it was away."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -15,7 +17,7 @@ from sqlalchemy.orm import Session
 from questline.catalog import cache, repository
 from questline.catalog import service as catalog
 from questline.errors import Conflict
-from questline.infra import db, migrate
+from questline.infra import after_commit, db, migrate
 from tests import factories as f
 from tests import support
 from tests.frozen_redis import OwnRedis, own_redis
@@ -115,3 +117,58 @@ def test_a_write_made_while_redis_is_down_is_read_at_once_after_it_returns(
 
 def catalog_keys(server: OwnRedis) -> set[str]:
     return {str(key) for key in server.client().scan_iter("ql:catalog:*")}
+
+
+def test_a_write_through_one_process_is_read_at_once_through_another_under_load() -> None:
+    """The version lease (questline.catalog.cache): process B answers from memory while
+    its version is fresh, so a PATCH through process A must wait out B's lease before it
+    returns; then a read through B that starts after the answer shows the write."""
+    with db.transaction() as session:
+        player = f.bearer(f.add_user(session).user_id)
+        admin = f.bearer(f.add_user(session, role="admin").user_id, role="admin")
+    a = support.start_server("api.catalog.main:app", name="catalog-a")
+    b = support.start_server("api.catalog.main:app", name="catalog-b")
+    stop = threading.Event()
+
+    def keep_reading() -> None:  # B's lease and copy stay fresh all along
+        with httpx.Client(base_url=b.url, timeout=60) as c:
+            while not stop.is_set():
+                assert c.get("/quests", headers=player).status_code == 200
+
+    readers = [threading.Thread(target=keep_reading) for _ in range(4)]
+    try:
+        for reader in readers:
+            reader.start()
+        with httpx.Client(timeout=60) as c:
+            for streak in (4, 5, 6, 7, 8, 9):
+                r = c.patch(f"{a.url}/quests/1", headers=admin, json={"streak": streak})
+                assert r.status_code == 200, r.text
+                [listed] = c.get(f"{b.url}/quests", headers=player).json()
+                assert listed["streak"] == streak
+                # The list's JSON, encoded once per version, is the quest route's own.
+                assert listed == c.get(f"{b.url}/quests/1", headers=player).json()
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+        a.stop()
+        b.stop()
+
+
+def test_a_commit_of_several_catalog_writes_waits_out_the_lease_once(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait is per commit (after_commit's hold), not per write: applying a catalog
+    file of many quests in one transaction returns one lease later, not one per quest."""
+    waits: list[float] = []
+    monkeypatch.setattr(after_commit, "time", SimpleNamespace(sleep=waits.append))
+    reward = catalog.create_reward(session, reward_name="Gold", reward_item="gold", reward_qty=2)
+    for n in range(3):
+        catalog.create_quest(
+            session, name=f"daily-{n}", streak=1, duplication=1, reward_id=reward.reward_id
+        )
+    assert waits == []  # nothing before the commit
+    session.commit()
+    assert waits == [cache.LEASE_SECONDS]
+    session.commit()  # a commit with no catalog write does not wait
+    assert waits == [cache.LEASE_SECONDS]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import TypeAdapter
 
 from api.catalog.schemas import QuestIn, QuestOut, QuestPatch, RewardIn, RewardOut
-from api.deps import AdminUser, CurrentUser, QuestIdPath, RewardIdPath, SessionDep
+from api.deps import AdminUser, QuestIdPath, RewardIdPath, SessionDep, TokenUser, read_only
 from questline.catalog import service as catalog
 
 router = APIRouter(tags=["catalog"])
@@ -18,10 +20,32 @@ AUTH: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The JSON of the last quest list answered, beside the list it encodes: the list is the
+# cache's own object for its catalog version (catalog.shared_quest_list), so a new
+# version is a new object and is encoded once.
+QUEST_LIST = TypeAdapter(list[QuestOut])
+_encoded: tuple[list[dict[str, Any]], bytes] | None = None
+
+
+def _quest_list_json(quests: list[dict[str, Any]]) -> bytes:
+    global _encoded
+    encoded = _encoded
+    if encoded is None or encoded[0] is not quests:
+        encoded = (quests, QUEST_LIST.dump_json(QUEST_LIST.validate_python(quests)))
+        _encoded = encoded
+    return encoded[1]
+
+
 @router.get("/quests", response_model=list[QuestOut], responses=AUTH)
-def list_quests(_user: CurrentUser, session: SessionDep) -> Any:
-    """Active quests, ordered by quest_id."""
-    return catalog.list_quests(session)
+async def list_quests(_user: TokenUser) -> Response:
+    """Active quests, ordered by quest_id.
+
+    The most read route: async, and while this process may trust its copy of the
+    catalog (questline.catalog.cache) it answers from memory, the JSON encoded once."""
+    quests = catalog.peek_quest_list()
+    if quests is None:
+        quests = await run_in_threadpool(read_only, catalog.shared_quest_list)
+    return Response(_quest_list_json(quests), media_type="application/json")
 
 
 @router.get(
@@ -29,7 +53,7 @@ def list_quests(_user: CurrentUser, session: SessionDep) -> Any:
     response_model=QuestOut,
     responses={**AUTH, 404: {"description": "unknown"}},
 )
-def get_quest(quest_id: QuestIdPath, _user: CurrentUser, session: SessionDep) -> Any:
+def get_quest(quest_id: QuestIdPath, _user: TokenUser, session: SessionDep) -> Any:
     return catalog.get_quest(session, quest_id)
 
 
@@ -71,7 +95,7 @@ def update_quest(
 
 
 @router.get("/rewards", response_model=list[RewardOut], responses=AUTH)
-def list_rewards(_user: CurrentUser, session: SessionDep) -> Any:
+def list_rewards(_user: TokenUser, session: SessionDep) -> Any:
     return catalog.list_rewards(session)
 
 
@@ -80,7 +104,7 @@ def list_rewards(_user: CurrentUser, session: SessionDep) -> Any:
     response_model=RewardOut,
     responses={**AUTH, 404: {"description": "unknown"}},
 )
-def get_reward(reward_id: RewardIdPath, _user: CurrentUser, session: SessionDep) -> Any:
+def get_reward(reward_id: RewardIdPath, _user: TokenUser, session: SessionDep) -> Any:
     return catalog.get_reward(session, reward_id)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import MAX_ID, CurrentUser, QuestIdPath, SessionDep, SignInIdPath
+from api.deps import MAX_ID, CurrentUser, QuestIdPath, SessionDep, SignInIdPath, TokenUser
 from api.processing.schemas import (
     ClaimOut,
     MyEvent,
@@ -76,20 +76,20 @@ def claim(
 
 
 @router.get("/me/rewards", response_model=list[MyReward], responses=AUTH)
-def my_rewards(user: CurrentUser, session: SessionDep) -> Any:
+def my_rewards(user: TokenUser, session: SessionDep) -> Any:
     """Earned rewards, newest first."""
     return quests.my_rewards(session, user_id=user.user_id)
 
 
 @router.get("/me/wallet", response_model=WalletOut, responses=AUTH)
-def my_wallet(user: CurrentUser, session: SessionDep) -> Any:
+def my_wallet(user: TokenUser, session: SessionDep) -> Any:
     """Every item this player holds; gold and diamond always."""
     return wallet.my_wallet(session, user_id=user.user_id)
 
 
 @router.get("/me/events", response_model=list[MyEvent], responses=AUTH)
 def my_events(
-    user: CurrentUser,
+    user: TokenUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -103,6 +103,6 @@ def my_events(
     response_model=SignInStatus,
     responses={**AUTH, 404: {"description": "no such sign-in of this user"}},
 )
-def sign_in_status(sign_in_id: SignInIdPath, user: CurrentUser, session: SessionDep) -> Any:
+def sign_in_status(sign_in_id: SignInIdPath, user: TokenUser, session: SessionDep) -> Any:
     """Whether a sign-in has been applied to quest progress yet."""
     return quests.sign_in_status(session, user_id=user.user_id, sign_in_id=sign_in_id)

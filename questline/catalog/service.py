@@ -117,11 +117,26 @@ def _iso(value: Any) -> str | None:
 
 def list_quests(session: Session) -> list[dict[str, Any]]:
     """Active quests ordered by quest_id."""
-    return list(
-        cache.cached(
-            session, "quests", lambda: [quest_view(q) for q in repository.list_quests(session)]
-        )
+    return list(shared_quest_list(session))
+
+
+def shared_quest_list(session: Session) -> list[dict[str, Any]]:
+    """Active quests ordered by quest_id: the cached list itself, the same object for
+    every read of one catalog version in this process (so callers may keep what they
+    derive from it, such as its JSON, beside it). Never change it."""
+    value: list[dict[str, Any]] = cache.cached(
+        session, "quests", lambda: [quest_view(q) for q in repository.list_quests(session)]
     )
+    return value
+
+
+def peek_quest_list() -> list[dict[str, Any]] | None:
+    """shared_quest_list() when this process can answer it without any I/O, else None."""
+    value = cache.peek("quests")
+    if value is cache.MISSING:
+        return None
+    shared: list[dict[str, Any]] = value
+    return shared
 
 
 def get_quest(session: Session, quest_id: int) -> dict[str, Any]:

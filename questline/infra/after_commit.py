@@ -14,11 +14,17 @@ cache action. A message with no sender is dropped: everything sent this way is
 best-effort by design (the outbox sweeper and the catalog version carry
 correctness). Senders run in the committing thread right after the commit, so
 they must return at once (the publisher only hands the message to its own thread).
+
+A message type may ask the committing thread to wait before it goes on (and so
+before the route answers): a `hold_after_commit` attribute, in seconds. The thread
+waits once, after every message of the commit was sent, for the longest of them (the
+catalog's read lease: questline.catalog.cache).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -60,6 +66,7 @@ def pending(session: Session) -> list[object]:
 def _send(session: Session) -> None:
     if session.get_nested_transaction() is not None:
         return  # a savepoint released: the outermost transaction has not committed yet
+    hold = 0.0
     for _, message in session.info.pop(_PENDING, []):
         sender = _senders.get(type(message))
         if sender is None:
@@ -70,6 +77,9 @@ def _send(session: Session) -> None:
         except Exception:
             # The commit stands; a lost announcement only delays (see the module doc).
             log.warning("could not send %r after commit", message, exc_info=True)
+        hold = max(hold, float(getattr(message, "hold_after_commit", 0.0)))
+    if hold > 0:
+        time.sleep(hold)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -186,6 +187,15 @@ def guarded(base: type[AbstractConnection], breaker: CircuitBreaker) -> type[Abs
     return type(f"Guarded{base.__name__}", (base,), methods)
 
 
+@dataclass(frozen=True)
+class Counted:
+    """A counter to count one on, within `limit` per window of `window` seconds."""
+
+    key: str
+    limit: int
+    window: int
+
+
 class KeyValue(Protocol):
     def get(self, key: str) -> str | None: ...
     def set(self, key: str, value: str, ttl: int) -> None: ...
@@ -229,10 +239,19 @@ class KeyValue(Protocol):
         ...
 
     def settle_attempt(
-        self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
-    ) -> None:
+        self,
+        keys: Sequence[str],
+        attempt: str,
+        *,
+        failed: bool,
+        window: int,
+        clear: str | None,
+        count: Counted | None = None,
+    ) -> int:
         """End an attempt begun on `keys`: a failure counts on each key (the first one
-        starts its window), and `clear` (one of the keys) loses its failures."""
+        starts its window), and `clear` (one of the keys) loses its failures. In the
+        same step, `count` (if given) adds one to its counter: 0 when that stays within
+        its limit, else the seconds until its window ends."""
         ...
 
 
@@ -286,15 +305,25 @@ end
 return 0
 """
 
+# With ARGV[5] (a limit) and ARGV[6] (a window), the last key is a counter to count
+# one on, not an attempt's key: its verdict is the answer.
 _SETTLE_ATTEMPT = """
-for _, key in ipairs(KEYS) do
+local attempts = #KEYS
+if ARGV[5] then attempts = attempts - 1 end
+for i = 1, attempts do
+  local key = KEYS[i]
   redis.call('ZREM', key .. ':in-flight', ARGV[1])
   if ARGV[3] == '1' and redis.call('INCR', key) == 1 then
     redis.call('EXPIRE', key, ARGV[2])
   end
 end
 if ARGV[4] ~= '0' then redis.call('DEL', KEYS[tonumber(ARGV[4])]) end
-return 0
+if not ARGV[5] then return 0 end
+local counter = KEYS[#KEYS]
+local n = redis.call('INCR', counter)
+if n == 1 then redis.call('EXPIRE', counter, ARGV[6]) end
+if n <= tonumber(ARGV[5]) then return 0 end
+return math.max(redis.call('TTL', counter), 1)
 """
 
 
@@ -364,12 +393,23 @@ class RedisKeyValue:
         return int(self._begin_attempt(keys=list(limits), args=args))
 
     def settle_attempt(
-        self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
-    ) -> None:
+        self,
+        keys: Sequence[str],
+        attempt: str,
+        *,
+        failed: bool,
+        window: int,
+        clear: str | None,
+        count: Counted | None = None,
+    ) -> int:
         # The key to clear goes by its place among KEYS (a script names every key it touches).
         cleared = list(keys).index(clear) + 1 if clear is not None else 0
         args: list[str | int] = [attempt, window, "1" if failed else "0", cleared]
-        self._settle_attempt(keys=list(keys), args=args)
+        all_keys = list(keys)
+        if count is not None:
+            all_keys.append(count.key)
+            args += [count.limit, count.window]
+        return int(self._settle_attempt(keys=all_keys, args=args))
 
 
 class MemoryKeyValue:
@@ -475,6 +515,23 @@ class MemoryKeyValue:
             return 0
 
     def settle_attempt(
+        self,
+        keys: Sequence[str],
+        attempt: str,
+        *,
+        failed: bool,
+        window: int,
+        clear: str | None,
+        count: Counted | None = None,
+    ) -> int:
+        self._settle(keys, attempt, failed=failed, window=window, clear=clear)
+        if count is None:
+            return 0
+        if self.incr(count.key, count.window) <= count.limit:
+            return 0
+        return self.ttl(count.key)
+
+    def _settle(
         self, keys: Sequence[str], attempt: str, *, failed: bool, window: int, clear: str | None
     ) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from sqlalchemy import Row, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Event, EventType, RefreshToken, User
-from models.users import UserStatus
+from models.users import BanState, UserStatus
 from questline.quests import live
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -270,15 +270,32 @@ def revoke_all_for_user(session: Session, user_id: int, *, now: datetime) -> Non
 
 def ban(session: Session, user_id: int, *, now: datetime) -> User | None:
     """Revoke the user's tokens, then mark the user banned (the lock order of the module
-    docstring); the user, or None when there is no such user."""
+    docstring), then bump the ban version; the user, or None when there is no such user.
+
+    The ban version row is taken last and only by bans: they commit in version order,
+    so a reader that sees version N sees every ban up to N (questline.users.bans)."""
     revoke_all_for_user(session, user_id, now=now)
-    return session.scalars(
+    user = session.scalars(
         update(User)
         .where(User.user_id == user_id)
         .values(status=UserStatus.BANNED)
         .returning(User)
         .execution_options(populate_existing=True)
     ).one_or_none()
+    if user is not None:
+        bump = update(BanState).where(BanState.id == 1).values(version=BanState.version + 1)
+        session.execute(bump)
+    return user
+
+
+def ban_version(session: Session) -> int:
+    """The current ban version (see ban)."""
+    return int(session.scalar(select(BanState.version).where(BanState.id == 1)) or 0)
+
+
+def banned_user_ids(session: Session) -> set[int]:
+    """Every banned user's id (bans are final: the set only grows)."""
+    return set(session.scalars(select(User.user_id).where(User.status == UserStatus.BANNED)))
 
 
 def delete_spent_refresh_tokens(session: Session, *, spent_before: datetime, limit: int) -> int:

@@ -22,8 +22,9 @@ from models.users import Role, UserStatus
 from questline import ratelimit, security
 from questline.config import get_settings
 from questline.errors import Banned, Conflict, Invalid, NotFound, RefreshTokenReused, Unauthorized
+from questline.infra.after_commit import after_commit
 from questline.quests import live
-from questline.users import repository
+from questline.users import bans, repository
 from questline.wallet import repository as wallet
 
 BAD_CREDENTIALS = "invalid user name or password"
@@ -79,7 +80,9 @@ def login(session: Session, *, user_name: str, password: str, client: str) -> Si
     """Verify a password and record a sign-in. Unknown name and wrong password look alike.
 
     The check is admitted by the failed-login limits before the password is hashed
-    (TooManyAttempts once one is spent); a wrong password counts as a failure.
+    (TooManyAttempts once one is spent); a wrong password counts as a failure, and a
+    right one counts a sign-in (TooManySignIns past that limit). Nothing else waits on
+    the store: one call before the hash, one after.
     """
     with ratelimit.login_attempt(user_name, client) as attempt:
         user = repository.get_by_name(session, user_name)
@@ -87,9 +90,10 @@ def login(session: Session, *, user_name: str, password: str, client: str) -> Si
             attempt.failed = True
             raise Unauthorized(BAD_CREDENTIALS)
         attempt.succeeded = True
-    assert user is not None
-    ensure_not_banned(user)
-    ratelimit.count_sign_in(user.user_id)
+        assert user is not None
+        ensure_not_banned(user)
+        # Counted as the attempt settles: one trip to the store after the hash.
+        attempt.sign_in_of = user.user_id
     now = utcnow()
     raw_refresh = security.new_refresh_token()
     signed_in = repository.record_sign_in(
@@ -167,11 +171,13 @@ def ban(session: Session, *, user_id: int, by: int) -> User:
     if user is None:
         raise NotFound("user not found")
     live.announce(session, [user_id])  # its open streams close
+    after_commit(session, bans.UserBanned(user_id))
     return user
 
 
 def authenticate(session: Session, token: str) -> User:
-    """The user behind an access token: Unauthorized if the token is bad, Banned if banned."""
+    """The user behind an access token, read in `session`: Unauthorized if the token is
+    bad, Banned if banned (at once: for the paths that write for the user)."""
     return authenticate_claims(session, token)[0]
 
 
