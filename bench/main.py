@@ -343,6 +343,14 @@ class Run:
             if r.exact:
                 self.failures.append(f"end to end {mode} {w}: {r.exact}")
         self.results["end_to_end"] = [r.__dict__ for r in self.e2e]
+        best = max((r for r in self.e2e if r.mode == "batch"), key=lambda r: r.sustained)
+        ratio = best.sustained / self.ceiling
+        say(
+            f"(d) end to end / ceiling (a): best sustained {best.sustained:,.0f}/s / "
+            f"{self.ceiling:,.0f} tx/s = {ratio:.2f} (target >= 0.30: {_met(ratio >= 0.30)}; "
+            f"its lag p99 {best.lag[2] * 1000:,.0f} ms at {best.offered:,.0f}/s offered)"
+        )
+        self.results["end_to_end_to_ceiling"] = ratio
 
     def api_paths(self) -> None:
         b, secs = self.b, self.seconds
@@ -350,16 +358,22 @@ class Run:
         login, login_failed = measure_login(b, secs)
         say(
             f"(e) password login {login:,.1f}/s vs bare argon2 verify {argon:,.1f}/s "
-            f"({login / argon:.2f}); failed {login_failed}"
+            f"({login / argon:.2f}, target >= 0.85: {_met(login / argon >= 0.85)}); "
+            f"failed {login_failed}"
         )
         quests, bare, quests_failed = measure_quests(b, secs)
         say(
             f"(e) cached GET /quests {quests:,.0f}/s vs bare endpoint {bare:,.0f}/s "
-            f"({quests / bare:.2f}); failed {quests_failed}"
+            f"({quests / bare:.2f}, target >= 0.7: {_met(quests / bare >= 0.7)}); "
+            f"failed {quests_failed}"
         )
         if login_failed or quests_failed:
             self.failures.append(f"API errors: login {login_failed}, quests {quests_failed}")
         self.results.update(login=login, argon2=argon, quests=quests, bare=bare)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT MET"
 
 
 def main(argv: list[str] | None = None) -> int:
