@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from questline.catalog import repository, service, wire
+from questline.catalog import cache, repository, service, wire
 from questline.grpc_gen.v1 import catalog_pb2, catalog_pb2_grpc
 from questline.infra.db import session_factory
 from rpc.errors import answered
@@ -25,7 +25,8 @@ def read_catalog() -> catalog_pb2.CatalogChange:
     """The active quests and the catalog version they are at least as new as."""
     with session_factory()() as session:
         version = repository.catalog_version(session)
-        quests = [wire.quest_message(view) for view in service.list_quests(session)]
+        with cache.at_version(version):
+            quests = [wire.quest_message(view) for view in service.list_quests(session)]
     return catalog_pb2.CatalogChange(catalog_version=version, quests=quests)
 
 
@@ -40,7 +41,8 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "quest_id must be 1 to 2^63-1")
         with answered(context), session_factory()() as session:
             version = repository.catalog_version(session)
-            view = service.get_quest(session, request.quest_id)
+            with cache.at_version(version):
+                view = service.get_quest(session, request.quest_id)
         return catalog_pb2.GetQuestResponse(
             quest=wire.quest_message(view), catalog_version=version
         )

@@ -28,7 +28,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -119,10 +121,29 @@ _local_lock = threading.Lock()
 _LOCAL_LIMIT = 1000
 
 
+# A version the caller read in its own transaction, for reads that must be labelled
+# with the version they are at (the gRPC catalog's answers): the lease does not apply.
+_pinned: ContextVar[int | None] = ContextVar("questline_catalog_version", default=None)
+
+
+@contextmanager
+def at_version(version: int) -> Iterator[None]:
+    """Cached reads in this block are at `version`, which the caller read in its own
+    transaction, whatever this process's lease holds (the lease may still trust an older
+    version for up to LEASE_SECONDS after a write elsewhere)."""
+    token = _pinned.set(version)
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
 def cached(session: Session, name: str, load: Callable[[], Any]) -> Any:
     """The value under `name` at the current catalog version, loaded by `load` (which
     reads through `session`) on a miss."""
-    version = _version.fresh()
+    version = _pinned.get()
+    if version is None:
+        version = _version.fresh()
     if version is None:
         version = _version.renew(lambda: repository.catalog_version(session))
     key = _key(version, name)
