@@ -31,8 +31,10 @@ SETTINGS = {
     "QUESTLINE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": "6",
 }
 # Deliveries settle after the drain within the drain timeout plus this per occurrence
-# (the full run announces about two per sign-in: ~20 per second on two shared cores).
-SECONDS_PER_OCCURRENCE = 0.05
+# (the full run announces about two per sign-in). A bound for a stuck run, not a speed
+# test: the full run's ~24,000 deliveries went out at ~15 per second on two shared
+# cores (six worker processes, each attempt holding one), so this allows well over that.
+SECONDS_PER_OCCURRENCE = 0.15
 
 
 @dataclass
