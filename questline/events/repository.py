@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, not_, or_, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Base, Event, User
@@ -19,11 +18,6 @@ _EVENTS = Base.metadata.tables["events"]
 
 # (user_id, idempotency_key): what makes a gameplay event unique.
 EventKey = tuple[int, str]
-
-
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Event)
 
 
 def zones_of(session: Session, user_ids: Collection[int]) -> dict[int, str]:
