@@ -24,6 +24,7 @@ class Received:
     at: float  # time.monotonic() when it arrived
     number: int  # 1 for the first request with this webhook-id, 2 for the next, ...
     status: int | None = None  # what the receiver answered (None: still deciding)
+    connection: int = 0  # the sender's port: requests on one kept-alive connection share it
 
     @property
     def message_id(self) -> str:
@@ -57,6 +58,7 @@ class Receiver:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._seen: dict[str, int] = {}  # requests so far per webhook-id
 
     @property
     def url(self) -> str:
@@ -66,15 +68,23 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as receivers in production do
+
             def do_POST(self) -> None:  # noqa: N802 (the http.server name)
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
-                    number = 1 + sum(
-                        1 for r in receiver.received if r.message_id == headers.get("webhook-id")
+                    key = headers.get("webhook-id", "")
+                    number = receiver._seen[key] = receiver._seen.get(key, 0) + 1
+                    request = Received(
+                        self.path,
+                        headers,
+                        body,
+                        time.monotonic(),
+                        number,
+                        connection=self.client_address[1],
                     )
-                    request = Received(self.path, headers, body, time.monotonic(), number)
                     receiver.received.append(request)
                 try:
                     status = receiver.script(request)

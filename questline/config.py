@@ -131,9 +131,15 @@ class Settings(BaseSettings):
     # A delivery whose task message went out this long ago and was never taken is
     # presumed lost (killed worker, Redis restarted) and sent again by the timer.
     webhook_requeue_after_seconds: float = Field(default=30.0, gt=0)
-    # Attempts under way to one endpoint at once, across all workers: a receiver that
-    # hangs holds at most this many sending slots, the others keep the rest.
+    # Batches of attempts under way to one endpoint at once, across all workers (each
+    # makes one request at a time): a receiver that hangs holds at most this many
+    # sending slots, the others keep the rest.
     webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1)
+    # Due deliveries to one endpoint that one task sends one after another over one
+    # connection (fewer tasks, transactions and connections per delivery). A batch
+    # starts attempts during its first webhook_timeout_seconds and stops at the first
+    # attempt with no answer; what it did not try is given back uncounted.
+    webhook_batch_size: int = Field(default=50, ge=1, le=1000)
     # How often each worker's timer sends the deliveries that are due.
     webhook_timer_interval_seconds: float = Field(default=1.0, gt=0)
 

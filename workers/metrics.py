@@ -57,11 +57,10 @@ WEBHOOK_SECONDS = Histogram(
 
 
 def observe_delivery(report: Report) -> None:
-    if report.outcome == "skipped":
-        return
-    WEBHOOK_ATTEMPTS.labels(report.outcome).inc()
-    if report.seconds is not None:
-        WEBHOOK_SECONDS.labels(report.outcome).observe(report.seconds)
+    for attempt in report.attempts():
+        WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
+        if attempt.seconds is not None:
+            WEBHOOK_SECONDS.labels(attempt.outcome).observe(attempt.seconds)
 
 
 def observe_applied(applied: Applied) -> None:

@@ -105,31 +105,32 @@ def sweep_outbox() -> dict[str, Any]:
     return {"applied": len(applied.inputs), "rewards_earned": applied.rewards_earned}
 
 
-# A hard stop well past one attempt's own deadline (the attempt ends itself first).
-WEBHOOK_TIME_LIMIT = int(get_settings().webhook_timeout_seconds) + 60
+# A hard stop well past a batch's own deadlines (the batch ends itself first).
+WEBHOOK_TIME_LIMIT = int(2 * get_settings().webhook_timeout_seconds) + 60
 
 
 @app.task(
     bind=True, name="questline.deliver_webhook", time_limit=WEBHOOK_TIME_LIMIT, **RETRY_POLICY
 )
 def deliver_webhook(self: Task, delivery_id: int, webhook_id: int | None = None) -> dict[str, Any]:
-    """Make the next attempt of one webhook delivery (queue `webhooks`). Safe to run twice:
-    an attempt is taken under the delivery's row lock, and one not due is skipped. Retries
-    are not Celery's: the answer schedules next_attempt_at and the timer sends it then."""
+    """Make the next attempt of one webhook delivery (queue `webhooks`), with those of
+    other due deliveries to the same endpoint. Safe to run twice: attempts are taken
+    under the deliveries' row locks, and one not due or taken is skipped. Retries are
+    not Celery's: each answer schedules next_attempt_at and the timer sends it then."""
     with transient_errors_retried():
         report = delivery.deliver(delivery_id)
     observe_delivery(report)
     result = dataclasses.asdict(report)
     if result["webhook_id"] is None:
         result["webhook_id"] = webhook_id
-    if report.outcome != "skipped":
+    for attempt in report.attempts():
         log.info(
             "webhook %s delivery %s attempt %s: %s (%s)",
-            result["webhook_id"],
-            delivery_id,
-            report.attempt,
-            report.outcome,
-            report.status_code if report.status_code is not None else report.error,
+            attempt.webhook_id,
+            attempt.delivery_id,
+            attempt.attempt,
+            attempt.outcome,
+            attempt.status_code if attempt.status_code is not None else attempt.error,
         )
     return result
 

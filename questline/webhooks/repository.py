@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Base, DeliveryStatus, Webhook, WebhookDelivery
@@ -44,7 +44,7 @@ def get_webhook(session: Session, webhook_id: int, *, for_update: bool = False) 
     for it do not wait)."""
     query = select(Webhook).where(Webhook.webhook_id == webhook_id, Webhook.deleted_at.is_(None))
     if for_update:
-        query = query.with_for_update(key_share=True)
+        query = query.with_for_update(key_share=True).execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
 
 
@@ -79,7 +79,10 @@ def get_delivery(
 ) -> WebhookDelivery | None:
     query = select(WebhookDelivery).where(WebhookDelivery.delivery_id == delivery_id)
     if for_update:
-        query = query.with_for_update(skip_locked=skip_locked)
+        # The locked row as it is now, not as this session may have read it before.
+        query = query.with_for_update(skip_locked=skip_locked).execution_options(
+            populate_existing=True
+        )
     return session.scalars(query).one_or_none()
 
 
@@ -92,12 +95,12 @@ def webhook_of(session: Session, delivery_id: int) -> int | None:
 
 
 def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:
-    """Attempts under way to a webhook (pending deliveries whose lease runs)."""
+    """Batches of attempts under way to a webhook. A batch leases its deliveries with
+    one expiry instant, and batches to one endpoint are taken in turns under its row
+    lock, each at a later instant: so they count as the distinct running leases."""
     return int(
         session.scalar(
-            select(func.count())
-            .select_from(WebhookDelivery)
-            .where(
+            select(func.count(WebhookDelivery.sending_until.distinct())).where(
                 WebhookDelivery.webhook_id == webhook_id,
                 WebhookDelivery.status == DeliveryStatus.PENDING,
                 WebhookDelivery.sending_until > now,
@@ -107,21 +110,37 @@ def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:
     )
 
 
+def latest_lease(session: Session, webhook_id: int) -> datetime | None:
+    """The latest lease expiry among a webhook's pending deliveries."""
+    found: datetime | None = session.scalar(
+        select(func.max(WebhookDelivery.sending_until)).where(
+            WebhookDelivery.webhook_id == webhook_id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+    )
+    return found
+
+
 def endpoint_load(
     session: Session, *, now: datetime, message_lost_before: datetime
 ) -> dict[int, int]:
-    """Per webhook with pending deliveries: attempts under way plus task messages out
-    (not yet presumed lost), i.e. the slots it is using."""
-    busy = or_(
-        WebhookDelivery.sending_until > now,
+    """Per webhook with pending deliveries: batches under way plus task messages out
+    (not yet presumed lost) for deliveries no batch holds, i.e. the slots it is using."""
+    leased = WebhookDelivery.sending_until > now
+    queued = and_(
+        or_(WebhookDelivery.sending_until.is_(None), WebhookDelivery.sending_until <= now),
         WebhookDelivery.enqueued_at > message_lost_before,
     )
     rows = session.execute(
-        select(WebhookDelivery.webhook_id, func.count())
-        .where(WebhookDelivery.status == DeliveryStatus.PENDING, busy)
+        select(
+            WebhookDelivery.webhook_id,
+            func.count(case((leased, WebhookDelivery.sending_until)).distinct()),
+            func.count(case((queued, 1))),
+        )
+        .where(WebhookDelivery.status == DeliveryStatus.PENDING, or_(leased, queued))
         .group_by(WebhookDelivery.webhook_id)
     ).all()
-    return {int(r[0]): int(r[1]) for r in rows}
+    return {int(r[0]): int(r[1]) + int(r[2]) for r in rows}
 
 
 def endpoints_with_due(session: Session, *, now: datetime) -> list[int]:
@@ -142,29 +161,47 @@ def lock_due(
     *,
     webhook_id: int,
     now: datetime,
-    message_lost_before: datetime,
+    message_lost_before: datetime | None,
     limit: int,
+    besides: int | None = None,
 ) -> list[WebhookDelivery]:
-    """A webhook's pending deliveries that are due, not being sent, and have no task
-    message out (or one sent before `message_lost_before`, presumed lost); locked,
-    skipping locked ones, oldest due first."""
-    query = (
-        select(WebhookDelivery)
-        .where(
-            WebhookDelivery.webhook_id == webhook_id,
-            WebhookDelivery.status == DeliveryStatus.PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.sending_until.is_(None), WebhookDelivery.sending_until <= now),
+    """A webhook's pending deliveries that are due and not being sent, locked (skipping
+    locked ones), oldest due first. With `message_lost_before`, only those with no task
+    message out (or one sent before it, presumed lost); `besides` is left out."""
+    query = select(WebhookDelivery).where(
+        WebhookDelivery.webhook_id == webhook_id,
+        WebhookDelivery.status == DeliveryStatus.PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.sending_until.is_(None), WebhookDelivery.sending_until <= now),
+    )
+    if message_lost_before is not None:
+        query = query.where(
             or_(
                 WebhookDelivery.enqueued_at.is_(None),
                 WebhookDelivery.enqueued_at <= message_lost_before,
-            ),
+            )
         )
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.delivery_id)
+    if besides is not None:
+        query = query.where(WebhookDelivery.delivery_id != besides)
+    query = (
+        query.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.delivery_id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
     )
     return list(session.scalars(query).all())
+
+
+def lock_deliveries(session: Session, delivery_ids: Sequence[int]) -> dict[int, WebhookDelivery]:
+    """Deliveries by id, locked in id order."""
+    rows = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.delivery_id.in_(sorted(delivery_ids)))
+        .order_by(WebhookDelivery.delivery_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {d.delivery_id: d for d in rows}
 
 
 def fail_pending(session: Session, webhook_id: int, *, error: str) -> int:

@@ -161,14 +161,30 @@ def announce(
                         "status": DeliveryStatus.PENDING,
                         "attempts": 0,
                         "next_attempt_at": now,
-                        "enqueued_at": now,
+                        "enqueued_at": None,
                         "created_at": now,
                     }
                 )
     written = repository.add_deliveries(session, rows)
     if written:
-        after_commit(session, DeliveriesQueued(tuple(written)))
+        after_commit(session, DeliveriesQueued(wake_ups(written)))
     return len(written)
+
+
+def wake_ups(written: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """The deliveries of a grant to send task messages for: per endpoint, one per batch
+    of them, at most its cap. Each task takes a batch of whatever of the endpoint is
+    due, so the others need no message of their own (they are written with none out,
+    and the batches that finish and the timer take them)."""
+    settings = get_settings()
+    by_webhook: dict[int, list[int]] = {}
+    for delivery_id, webhook_id in written:
+        by_webhook.setdefault(webhook_id, []).append(delivery_id)
+    chosen = []
+    for webhook_id, ids in by_webhook.items():
+        heads = ids[:: settings.webhook_batch_size][: settings.webhook_max_in_flight_per_endpoint]
+        chosen += [(delivery_id, webhook_id) for delivery_id in heads]
+    return tuple(chosen)
 
 
 def message_id(event_id: int) -> str:
@@ -208,23 +224,63 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Attempts to one endpoint taken together under one lease, the task's own
+    delivery first: the sender makes them one after another over one connection."""
+
+    attempts: tuple[Attempt, ...]
+
+    @property
+    def webhook_id(self) -> int:
+        return self.attempts[0].webhook_id
+
+    @property
+    def url(self) -> str:
+        return self.attempts[0].url
+
+
+@dataclass(frozen=True)
 class Skipped:
     """Why a task took no attempt (another worker has it, it is done, not due, ...)."""
 
     reason: str
 
 
-def start_attempt(session: Session, delivery_id: int) -> Attempt | Skipped:
-    """Take the next attempt of a delivery if it is due and nobody is sending it: count
-    it and lease it for the attempt's timeout and a margin."""
+def lease_seconds() -> float:
+    """How long a batch holds its deliveries: it starts attempts during the first
+    timeout (BATCH_WINDOW), the last one may take another, and a margin for resolving,
+    connecting and recording the answers. A worker killed mid-batch leaves leases that
+    expire after this."""
+    return 2 * get_settings().webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+
+
+def _unavailable(delivery: WebhookDelivery, now: datetime) -> Skipped | None:
+    if delivery.status != DeliveryStatus.PENDING:
+        return Skipped(f"already {delivery.status}")
+    if delivery.sending_until is not None and delivery.sending_until > now:
+        return Skipped("an attempt is under way")
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
+        return Skipped("not due yet")
+    return None
+
+
+def start_attempts(session: Session, delivery_id: int) -> Batch | Skipped:
+    """Take the next attempt of a delivery if it is due and nobody is sending it, with
+    up to webhook_batch_size - 1 more due deliveries of the same endpoint: count each
+    attempt and lease them all (lease_seconds)."""
     settings = get_settings()
     now = utcnow()
-    # The webhook's row first (as deleting one takes it), then the delivery's: claims
-    # to one endpoint take turns, so its count of attempts under way is exact.
-    webhook_id = repository.webhook_of(session, delivery_id)
-    if webhook_id is None:
+    # A first look with no lock: the message of a delivery a batch already sent (the
+    # usual case under load) costs one read.
+    seen = repository.get_delivery(session, delivery_id)
+    if seen is None:
         return Skipped("unknown delivery")
-    webhook = repository.get_webhook(session, webhook_id, for_update=True)
+    early = _unavailable(seen, now)
+    if early is not None:
+        return early
+    # The webhook's row first (as deleting one takes it), then the deliveries': batches
+    # to one endpoint are taken in turns, so its count of batches under way is exact.
+    webhook = repository.get_webhook(session, seen.webhook_id, for_update=True)
     delivery = repository.get_delivery(session, delivery_id, for_update=True, skip_locked=True)
     if delivery is None:
         return Skipped("locked by another worker")
@@ -236,29 +292,45 @@ def start_attempt(session: Session, delivery_id: int) -> Attempt | Skipped:
             delivery.last_error = "webhook deleted"
             delivery.next_attempt_at = None
         return Skipped("webhook deleted")
-    if delivery.status != DeliveryStatus.PENDING:
-        return Skipped(f"already {delivery.status}")
-    if delivery.sending_until is not None and delivery.sending_until > now:
-        return Skipped("an attempt is under way")
-    if delivery.next_attempt_at is not None and delivery.next_attempt_at > now:
-        return Skipped("not due yet")
+    late = _unavailable(delivery, now)
+    if late is not None:
+        return late
     delivery.enqueued_at = None  # this task took the message
     cap = settings.webhook_max_in_flight_per_endpoint
     if repository.in_flight(session, webhook.webhook_id, now=now) >= cap:
-        # Not an attempt, and no message out: the next attempt to this endpoint to
-        # finish takes it, or the timer when the endpoint has a slot free.
-        return Skipped(f"{cap} attempts to this endpoint under way")
-    delivery.attempts += 1
-    lease = settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
-    delivery.sending_until = now + timedelta(seconds=lease)
-    return Attempt(
-        delivery_id=delivery.delivery_id,
+        # Not an attempt, and no message out: the next batch to this endpoint to finish
+        # takes it, or the timer when the endpoint has a slot free.
+        return Skipped(f"{cap} batches to this endpoint under way")
+    more = repository.lock_due(
+        session,
         webhook_id=webhook.webhook_id,
-        url=webhook.url,
-        secret=webhook.secret,
-        payload=dict(delivery.payload),
-        number=delivery.attempts,
+        now=now,
+        message_lost_before=None,  # their messages, if any, will find them taken
+        limit=settings.webhook_batch_size - 1,
+        besides=delivery_id,
     )
+    # One expiry instant per batch, later than any other of the endpoint's: in_flight
+    # counts the batches by it.
+    lease_until = now + timedelta(seconds=lease_seconds())
+    latest = repository.latest_lease(session, webhook.webhook_id)
+    if latest is not None and latest >= lease_until:
+        lease_until = latest + timedelta(microseconds=1)
+    attempts = []
+    for d in (delivery, *more):
+        d.attempts += 1
+        d.sending_until = lease_until
+        d.enqueued_at = None
+        attempts.append(
+            Attempt(
+                delivery_id=d.delivery_id,
+                webhook_id=webhook.webhook_id,
+                url=webhook.url,
+                secret=webhook.secret,
+                payload=dict(d.payload),
+                number=d.attempts,
+            )
+        )
+    return Batch(tuple(attempts))
 
 
 @dataclass(frozen=True)
@@ -274,35 +346,54 @@ class Answer:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def finish_attempt(session: Session, attempt: Attempt, answer: Answer) -> str:
-    """Record an attempt's answer: delivered, retried later (next_attempt_at by backoff),
-    or failed after the last attempt; and hand the slot it frees to the endpoint's next
-    due delivery that has no message out. Returns the outcome."""
-    outcome = _record_answer(session, attempt, answer)
-    _pass_slot_on(session, attempt.webhook_id)
-    return outcome
+# What finish_attempts says of an attempt the batch did not make (it stopped first).
+NOT_TRIED = "not tried"
+
+
+def finish_attempts(session: Session, batch: Batch, answers: Sequence[Answer | None]) -> list[str]:
+    """Record a batch's answers: each delivery delivered, retried later (next_attempt_at
+    by backoff), or failed after its last attempt; give back uncounted the ones it did
+    not try (None), due at once with no message out; and hand the slot the batch frees
+    to the endpoint's next due delivery. The outcome of each attempt, in order."""
+    locked = repository.lock_deliveries(session, [a.delivery_id for a in batch.attempts])
+    outcomes = []
+    for attempt, answer in zip(batch.attempts, answers, strict=True):
+        delivery = locked.get(attempt.delivery_id)
+        if answer is None:
+            _give_back(delivery, attempt)
+            outcomes.append(NOT_TRIED)
+        else:
+            outcomes.append(_record_answer(delivery, attempt, answer))
+    _pass_slot_on(session, batch.webhook_id)
+    return outcomes
+
+
+def _give_back(delivery: WebhookDelivery | None, attempt: Attempt) -> None:
+    if (
+        delivery is not None
+        and delivery.status == DeliveryStatus.PENDING
+        and delivery.attempts == attempt.number
+    ):
+        delivery.attempts -= 1
+        delivery.sending_until = None
+        delivery.enqueued_at = None
 
 
 def _pass_slot_on(session: Session, webhook_id: int) -> None:
-    # Each attempt that finishes sends the next one, so an endpoint with a backlog is
-    # served by up to `cap` chains of attempts, with no polling and no churn.
+    # Each batch that finishes sends the next one, so an endpoint with a backlog is
+    # served by up to `cap` chains of batches, with no polling and no churn.
     now = utcnow()
     nxt = repository.lock_due(
-        session,
-        webhook_id=webhook_id,
-        now=now,
-        message_lost_before=now - timedelta(days=3650),
-        limit=1,
+        session, webhook_id=webhook_id, now=now, message_lost_before=None, limit=1
     )
     for delivery in nxt:
         delivery.enqueued_at = now
         after_commit(session, DeliveriesQueued(((delivery.delivery_id, webhook_id),)))
 
 
-def _record_answer(session: Session, attempt: Attempt, answer: Answer) -> str:
+def _record_answer(delivery: WebhookDelivery | None, attempt: Attempt, answer: Answer) -> str:
     settings = get_settings()
     now = utcnow()
-    delivery = repository.get_delivery(session, attempt.delivery_id, for_update=True)
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return "delivered" if answer.ok else "stale"
     delivery.last_status_code = answer.status_code

@@ -9,6 +9,7 @@ only show that clients reconnect, not that the broker's queues survive a crash.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -61,10 +62,21 @@ class RedisBroker(ChaosBroker):
 
     def held(self) -> tuple[int, int]:
         client = self.server.client()
-        return sum(client.llen(q) for q in QUEUES), client.hlen("unacked")
+        # The transport keeps every consumer's unacknowledged messages in one hash, each
+        # as [message, exchange, routing key]: the webhook worker's (a retry waiting for
+        # its countdown) are not the drain's.
+        unacked = sum(1 for raw in client.hvals("unacked") if _queue_of(raw) in QUEUES)
+        return sum(client.llen(q) for q in QUEUES), unacked
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _queue_of(raw: bytes) -> str:
+    """The queue of an unacknowledged message in the Redis transport's hash: its routing
+    key, which the task routes set to the queue's name."""
+    _message, _exchange, routing_key = json.loads(raw)
+    return str(routing_key)
 
 
 class RabbitMQBroker(ChaosBroker):
