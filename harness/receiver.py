@@ -4,6 +4,7 @@ server that records every request and answers as its script says."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,14 @@ def fail_first(times: int, status: int = 500) -> Script:
     return lambda request: status if request.number <= times else 200
 
 
+class QuietServer(ThreadingHTTPServer):
+    """Senders that drop a kept-alive connection (a killed worker) are not errors."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class Receiver:
     """Serves on 127.0.0.1:`port` (a free one by default) once started."""
@@ -73,6 +82,10 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (the http.server name)
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a killed worker): nothing arrived.
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with receiver._lock:
                     key = headers.get("webhook-id", "")
@@ -103,7 +116,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server = QuietServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, name="receiver", daemon=True).start()

@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     # Refresh tokens are deleted this long after they were used, revoked or expired.
     # A used token presented later is "unknown" (401) and no longer revokes its family.
     refresh_token_retention_hours: int = Field(default=720, ge=1)
-    # How often each worker prunes old refresh tokens and idempotency keys (and events,
-    # when event_retention_days is set).
+    # How often each worker prunes old refresh tokens, idempotency keys and settled
+    # webhook deliveries (and events, when event_retention_days is set).
     prune_interval_seconds: float = Field(default=3600, gt=0)
     # The events table: processed inputs and history stored more than this many days
     # ago are deleted by the pruner, except inputs an active quest's window still
@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # can rebuild from the whole history and /me/events shows all of it. Trade-offs:
     # docs/scaling.md, "Retention".
     event_retention_days: int | None = Field(default=None, ge=1)
+    # Webhook deliveries that are settled (delivered or failed) are deleted this many
+    # days after they were written; pending ones stay until they settle. The events
+    # retention also takes the settled deliveries of the history it deletes.
+    webhook_delivery_retention_days: int = Field(default=30, ge=1)
 
     # After Redis fails to answer in time, every Redis call of the process (cache,
     # limiter, publishing) fails at once; a background probe tries it this often.

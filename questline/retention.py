@@ -1,16 +1,19 @@
-"""How long spent rows are kept: refresh tokens, claim idempotency keys, events.
+"""How long spent rows are kept: refresh tokens, claim idempotency keys, settled
+webhook deliveries, events.
 
 `prune` deletes refresh tokens refresh_token_retention_hours after they were
-used, revoked or expired, and idempotency keys idempotency_retention_hours after
-their claim. Every worker runs it on a timer of its own (workers/pruner.py); it is
-also the Celery task `questline.prune` and the command `questline prune`. It deletes
-in small transactions, so it never holds many locks, and any number of workers may
-run it at once.
+used, revoked or expired, idempotency keys idempotency_retention_hours after their
+claim, and delivered or failed webhook deliveries webhook_delivery_retention_days
+after they were written. Every worker runs it on a timer of its own
+(workers/pruner.py); it is also the Celery task `questline.prune` and the command
+`questline prune`. It deletes in small transactions, so it never holds many locks,
+and any number of workers may run it at once.
 
 Events only when event_retention_days is set (by default every event is kept):
-history entries (quest progress, completions, rewards) stored before the cutoff go,
-and so do processed inputs (sign-ins, gameplay events) that occurred and were
-stored before it, unless an active quest still counts them: recompute rebuilds a
+history entries (quest progress, completions, rewards) stored before the cutoff go
+(with the settled webhook deliveries that announced them; one still pending keeps
+its entry), and so do processed inputs (sign-ins, gameplay events) that occurred and
+were stored before it, unless an active quest still counts them: recompute rebuilds a
 quest from every input of its trigger's type inside its starts_at..ends_at window,
 so those inputs are kept whatever their age (kept_windows). Pending and
 dead-lettered inputs are never deleted.
@@ -31,6 +34,7 @@ from questline.events import repository as events_repository
 from questline.infra import db
 from questline.quests import repository as quests_repository
 from questline.users import repository as users_repository
+from questline.webhooks import repository as webhooks_repository
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Rows (event ids, for events) deleted per transaction.
@@ -47,6 +51,7 @@ class Pruned:
     refresh_tokens: int
     idempotency_keys: int
     events: int = 0
+    webhook_deliveries: int = 0
 
 
 def kept_windows(catalog: Catalog) -> list[Window] | None:
@@ -72,8 +77,14 @@ def prune(*, now: datetime | None = None) -> Pruned:
     tokens_before = now - timedelta(hours=settings.refresh_token_retention_hours)
     keys_before = now - timedelta(hours=settings.idempotency_retention_hours)
     days = settings.event_retention_days
+    deliveries_before = now - timedelta(days=settings.webhook_delivery_retention_days)
     return Pruned(
         events=_prune_events(now - timedelta(days=days)) if days is not None else 0,
+        webhook_deliveries=_in_chunks(
+            lambda s: webhooks_repository.delete_settled(
+                s, written_before=deliveries_before, limit=CHUNK
+            )
+        ),
         refresh_tokens=_in_chunks(
             lambda s: users_repository.delete_spent_refresh_tokens(
                 s, spent_before=tokens_before, limit=CHUNK

@@ -69,7 +69,12 @@ def test_on_rabbitmq_every_queue_is_a_quorum_queue_with_the_routes_of_redis() ->
     assert on_rabbitmq["worker_detect_quorum_queues"] is True
     assert on_rabbitmq["broker_transport_options"] == {"confirm_publish": True}
     # No Redis option (the visibility timeout above all) reaches the AMQP transport.
-    assert "visibility_timeout" in on_redis["broker_transport_options"]
+    redis_options = on_redis["broker_transport_options"]
+    assert "visibility_timeout" in redis_options
+    # A dead worker's messages are looked for every 5 s, not every 100 s as kombu 5.7
+    # would (a sweep every 10 s, scanning only every tenth time).
+    sweep = redis_options["unacked_restore_interval"] * redis_options["unacked_restore_throttle"]
+    assert sweep <= 5
     for queue in on_redis["task_queues"]:
         assert not queue.queue_arguments
 

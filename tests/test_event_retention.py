@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select, update
 
-from models import Event, EventType, Quest
+from models import DeliveryStatus, Event, EventType, Quest, Webhook, WebhookDelivery
 from models.base import utcnow
 from questline import retention
 from questline.catalog.source import BrokenQuest, Catalog
@@ -286,3 +286,91 @@ def test_each_worker_prunes_old_events_on_its_timer(no_worker: None) -> None:
             10,
             "the pruner's log line",
         )
+
+
+# --- webhook deliveries ----------------------------------------------------------------
+
+
+def add_delivery(event_id: int, status: str, written: datetime, webhook: int = 0) -> int:
+    """A delivery of an event to a webhook (the `webhook`-th, made here), in `status`."""
+    with db.transaction() as session:
+        webhook_ids = list(session.scalars(select(Webhook.webhook_id).order_by("webhook_id")))
+        while len(webhook_ids) <= webhook:
+            made = Webhook(url="http://192.0.2.1/hooks", events=["quest.completed"],
+                           secret="whsec_test")  # fmt: skip
+            session.add(made)
+            session.flush()
+            webhook_ids.append(made.webhook_id)
+        delivery = WebhookDelivery(
+            webhook_id=webhook_ids[webhook],
+            event_id=event_id,
+            event_type="quest.completed",
+            payload={"id": f"msg_{event_id}"},
+            status=status,
+            created_at=written,
+            next_attempt_at=written if status == DeliveryStatus.PENDING else None,
+        )
+        session.add(delivery)
+        session.flush()
+        return int(delivery.delivery_id)
+
+
+def deliveries_left() -> set[int]:
+    with db.transaction() as session:
+        return set(session.scalars(select(WebhookDelivery.delivery_id)))
+
+
+def test_old_history_goes_with_its_settled_deliveries_and_stays_while_one_is_pending(
+    no_worker: None, retention_days: Callable[[int | None], None]
+) -> None:
+    """A delivery references the history entry it announces: once settled it goes with
+    the entry; a pending one keeps the entry (and itself) until it settles."""
+    now = utcnow()
+    rows = make_rows(now)
+    written = now - 2 * DAY  # recent: the deliveries' own retention does not take them
+    old_entry = rows.ids["old history"]
+    pending = add_delivery(old_entry, DeliveryStatus.PENDING, written, webhook=0)
+    delivered = add_delivery(old_entry, DeliveryStatus.DELIVERED, written, webhook=1)
+    recent = add_delivery(rows.ids["recent history"], DeliveryStatus.FAILED, written)
+    retention_days(RETENTION_DAYS)
+
+    assert retention.prune().events == len(DELETED) - 1
+    assert remaining(rows) == KEPT | {"old history"}
+    assert deliveries_left() == {pending, recent}
+    assert delivered not in deliveries_left()
+    with db.transaction() as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.delivery_id == pending)
+            .values(status=DeliveryStatus.DELIVERED)
+        )
+    # Settled now: the next prune takes the entry and its delivery.
+    assert retention.prune().events == 1
+    assert remaining(rows) == KEPT
+    assert deliveries_left() == {recent}
+
+
+def test_settled_deliveries_go_after_their_own_retention_pending_ones_stay(
+    no_worker: None,
+) -> None:
+    now = utcnow()
+    rows = make_rows(now)
+    days = get_settings().webhook_delivery_retention_days
+    old, lately = now - (days + 1) * DAY, now - (days - 1) * DAY
+    event_id = rows.ids["recent history"]
+    with db.transaction() as session:
+        more = [Event(user_id=rows.user_id, type=EventType.REWARD_EARNED, data={},
+                      created_at=now) for _ in range(4)]  # fmt: skip
+        session.add_all(more)
+        session.flush()
+        ids = [event_id, *(e.event_id for e in more)]
+    old_delivered = add_delivery(ids[0], DeliveryStatus.DELIVERED, old)
+    old_failed = add_delivery(ids[1], DeliveryStatus.FAILED, old)
+    old_pending = add_delivery(ids[2], DeliveryStatus.PENDING, old)
+    recent_delivered = add_delivery(ids[3], DeliveryStatus.DELIVERED, lately)
+    recent_failed = add_delivery(ids[4], DeliveryStatus.FAILED, lately)
+
+    assert retention.prune().webhook_deliveries == 2
+    assert deliveries_left() == {old_pending, recent_delivered, recent_failed}
+    assert {old_delivered, old_failed} & deliveries_left() == set()
+    assert retention.prune().webhook_deliveries == 0

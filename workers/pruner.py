@@ -28,6 +28,8 @@ def prune_once() -> None:
             pruned.refresh_tokens,
             pruned.idempotency_keys,
         )
+    if pruned.webhook_deliveries:
+        log.info("pruned %d settled webhook deliveries", pruned.webhook_deliveries)
     if pruned.events:
         log.info("pruned %d events past their retention", pruned.events)
 

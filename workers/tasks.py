@@ -137,6 +137,5 @@ def deliver_webhook(self: Task, delivery_id: int, webhook_id: int | None = None)
 
 @app.task(name="questline.prune")
 def prune() -> dict[str, int]:
-    """Delete old refresh tokens and idempotency keys (also run by every worker on a timer)."""
-    pruned = retention.prune()
-    return {"refresh_tokens": pruned.refresh_tokens, "idempotency_keys": pruned.idempotency_keys}
+    """Delete what outlived its retention (also run by every worker on a timer)."""
+    return dataclasses.asdict(retention.prune())

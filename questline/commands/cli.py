@@ -286,7 +286,8 @@ def _prune(_args: argparse.Namespace) -> int:
     pruned = retention.prune()
     print(
         f"pruned {pruned.refresh_tokens} refresh tokens, {pruned.idempotency_keys} "
-        f"idempotency keys and {pruned.events} events"
+        f"idempotency keys, {pruned.webhook_deliveries} webhook deliveries and "
+        f"{pruned.events} events"
     )
     if days is None:
         print("events are kept forever: QUESTLINE_EVENT_RETENTION_DAYS is not set")

@@ -9,10 +9,11 @@ from typing import Any
 from sqlalchemy import Row, and_, delete, func, not_, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from models import Base, Event, User
+from models import Base, Event, User, WebhookDelivery
 from models.events import WITH_IDEMPOTENCY_KEY
 from questline.infra import bulk
 from questline.quests import live
+from questline.webhooks import repository as webhooks_repository
 
 _EVENTS = Base.metadata.tables["events"]
 
@@ -159,5 +160,12 @@ def delete_old_events(
         if windows:
             inputs = and_(inputs, not_(or_(*windows)))
         old = or_(history, inputs)
-    result = session.execute(delete(Event).where(in_range, old))
+    doomed = select(Event.event_id).where(in_range, old)
+    # What announced a doomed entry goes with it once settled; one still pending keeps
+    # its entry until the next prune (the foreign key would refuse the delete anyway).
+    webhooks_repository.delete_settled_of_events(session, doomed)
+    announced = select(WebhookDelivery.delivery_id).where(
+        WebhookDelivery.event_id == Event.event_id
+    )
+    result = session.execute(delete(Event).where(in_range, old, ~announced.exists()))
     return int(getattr(result, "rowcount", 0) or 0)

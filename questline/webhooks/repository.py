@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from models import Base, DeliveryStatus, Webhook, WebhookDelivery
@@ -202,6 +202,35 @@ def lock_deliveries(session: Session, delivery_ids: Sequence[int]) -> dict[int, 
         .execution_options(populate_existing=True)
     ).all()
     return {d.delivery_id: d for d in rows}
+
+
+def delete_settled(session: Session, *, written_before: datetime, limit: int) -> int:
+    """Delete up to `limit` delivered or failed deliveries written before a time."""
+    doomed = (
+        select(WebhookDelivery.delivery_id)
+        .where(
+            WebhookDelivery.status != DeliveryStatus.PENDING,
+            WebhookDelivery.created_at < written_before,
+        )
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = session.execute(
+        delete(WebhookDelivery).where(WebhookDelivery.delivery_id.in_(doomed))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_settled_of_events(session: Session, event_ids: Select[Any]) -> int:
+    """Delete the delivered or failed deliveries of some events (a query of their ids);
+    pending ones stay, and keep their events."""
+    result = session.execute(
+        delete(WebhookDelivery).where(
+            WebhookDelivery.event_id.in_(event_ids.scalar_subquery()),
+            WebhookDelivery.status != DeliveryStatus.PENDING,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def fail_pending(session: Session, webhook_id: int, *, error: str) -> int:
