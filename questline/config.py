@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     grpc_max_workers: int = Field(default=256, ge=2, le=4096)
     grpc_watch_poll_seconds: float = Field(default=0.25, gt=0, le=30)
     grpc_shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    # How often the gRPC server checks the database for its services' health status.
+    grpc_health_check_seconds: float = Field(default=2.0, gt=0, le=60)
     # host:port of `questline grpc`: processing and the workers read quest definitions
     # through it (an in-process copy kept current by WatchCatalog). None: the database.
     catalog_grpc: str | None = None

@@ -3,6 +3,11 @@
 SIGTERM (or SIGINT) stops taking calls, marks the health service NOT_SERVING, ends
 the watch streams, and lets calls in flight finish within
 QUESTLINE_GRPC_SHUTDOWN_GRACE_SECONDS.
+
+Health: the server's own status ("") is SERVING while the process runs (liveness);
+`questline.v1.Catalog` and `questline.v1.Events` are SERVING only while the database
+answers with the schema this code needs, checked every
+QUESTLINE_GRPC_HEALTH_CHECK_SECONDS (readiness, as the HTTP services' /readyz).
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import SQLAlchemyError
 
 import workers.publish  # noqa: F401  (registers the after-commit senders: wake-ups)
 from questline.config import get_settings
 from questline.grpc_gen.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, events_pb2_grpc
+from questline.infra import migrate
 from rpc import metrics
 from rpc.catalog import CatalogService, read_catalog
 from rpc.events import EventsService
 from rpc.watch import CatalogWatch
+from workers.timer import Every
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +52,12 @@ class Running:
     health: health.HealthServicer
     watch: CatalogWatch
     metrics_server: Any
+    database_health: Every
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, end the watch streams, let calls in flight finish."""
         grace = get_settings().grpc_shutdown_grace_seconds if grace is None else grace
+        self.database_health.stop()
         self.health.enter_graceful_shutdown()
         self.watch.stop()
         self.server.stop(grace).wait()
@@ -55,9 +65,7 @@ class Running:
             self.metrics_server.shutdown()
 
 
-def start(
-    port: int, *, host: str = "[::]", metrics_port: int | None = None
-) -> Running:
+def start(port: int, *, host: str = "[::]", metrics_port: int | None = None) -> Running:
     """Start serving on `port` (0: a free one) and /metrics on `metrics_port` (None: off)."""
     settings = get_settings()
     watch = CatalogWatch(read_catalog)
@@ -75,8 +83,10 @@ def start(
     events_pb2_grpc.add_EventsServicer_to_server(EventsService(), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    check = DatabaseHealth(health_servicer)
+    check()  # before the first call: a server started with the database down says so
+    database_health = Every("grpc-database-health", settings.grpc_health_check_seconds, check)
     reflection.enable_server_reflection(
         (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -86,7 +96,36 @@ def start(
     metrics_server = metrics.serve(metrics_port) if metrics_port else None
     watch.start()
     server.start()
-    return Running(server, bound, health_servicer, watch, metrics_server)
+    database_health.start()
+    return Running(server, bound, health_servicer, watch, metrics_server, database_health)
+
+
+class DatabaseHealth:
+    """Sets the services' health from one check of the database and its schema,
+    logging a change of state once."""
+
+    def __init__(self, servicer: health.HealthServicer) -> None:
+        self.servicer = servicer
+        self.problem: str | None = None  # None: not checked yet
+
+    def __call__(self) -> None:
+        try:
+            problem = migrate.check_schema().problem
+        except SQLAlchemyError as exc:
+            problem = f"the database does not answer: {type(exc).__name__}"
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if not problem
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in SERVICES:
+            self.servicer.set(name, status)
+        if problem != self.problem:
+            if problem:
+                log.error("gRPC services NOT_SERVING: %s", problem)
+            elif self.problem is not None:
+                log.info("gRPC services SERVING again")
+            self.problem = problem
 
 
 def serve(port: int, *, metrics_port: int | None) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -30,7 +31,7 @@ from questline.catalog.grpc_source import catalog_from
 from questline.catalog.source import DatabaseCatalog
 from questline.engine import QuestDef
 from questline.grpc_gen.v1 import catalog_pb2, catalog_pb2_grpc, events_pb2, events_pb2_grpc
-from questline.infra import db
+from questline.infra import db, migrate
 from tests import support
 from tests.test_catalog_v2 import catalog_version, new_quest
 from tests.test_events_api import make_key, make_users, stored_count
@@ -309,12 +310,18 @@ def test_record_events_accepts_then_answers_duplicates_with_the_first_id(
     answer = record(
         events,
         key,
-        game_event(user, "a", value=2.5, attrs={
-            "mode": events_pb2.AttrValue(string_value="ranked"),
-            "kills": events_pb2.AttrValue(int_value=7),
-            "ratio": events_pb2.AttrValue(number_value=0.25),
-            "win": events_pb2.AttrValue(bool_value=True),
-        }, occurred_at=timestamp(moment)),
+        game_event(
+            user,
+            "a",
+            value=2.5,
+            attrs={
+                "mode": events_pb2.AttrValue(string_value="ranked"),
+                "kills": events_pb2.AttrValue(int_value=7),
+                "ratio": events_pb2.AttrValue(number_value=0.25),
+                "win": events_pb2.AttrValue(bool_value=True),
+            },
+            occurred_at=timestamp(moment),
+        ),
         game_event(user, "b"),
         game_event(user, "a"),
     )
@@ -413,9 +420,7 @@ def test_an_invalid_event_is_invalid_argument_as_http_s_422_and_stores_nothing(
         moment = now + bad["occurred_at_offset"]
         message.occurred_at.CopyFrom(wire.timestamp(moment))
         json_bad["occurred_at"] = moment.isoformat()
-    code, details = code_of(
-        lambda: record(events, key, events_pb2.Event(**good), message)
-    )
+    code, details = code_of(lambda: record(events, key, events_pb2.Event(**good), message))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(f"events[1].{field}"), details
     http = client.post("/events", json={"events": [good, json_bad]}, headers={"X-API-Key": key})
@@ -473,6 +478,66 @@ def test_a_database_that_does_not_answer_is_unavailable_not_internal(database: s
             code, details = code_of(call)
             assert code is grpc.StatusCode.UNAVAILABLE, details
             assert "retry" in details
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert [health_of(ch, s) for s in SERVICE_NAMES] == [not_serving, not_serving]
+        assert health_of(ch, "") == health_pb2.HealthCheckResponse.SERVING
+
+
+SERVICE_NAMES = ("questline.v1.Catalog", "questline.v1.Events")
+
+
+def health_of(channel: grpc.Channel, service: str) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    return int(answer.status)
+
+
+def test_without_a_database_the_services_are_not_serving_and_the_server_lives(
+    database: str,
+) -> None:
+    """Readiness (a probe on a service) follows the database, that of the database
+    and its schema; liveness (the server's own status) does not: a database outage
+    must not get the server restarted."""
+    name = f"{support.TEST_DB}_grpc_health"
+    admin_engine = sa.create_engine(f"{support.PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    url = f"{support.PG_SERVER}/{name}"
+
+    def recreate(*, drop_only: bool = False) -> None:
+        with admin_engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            if not drop_only:
+                conn.execute(text(f"CREATE DATABASE {name}"))
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    def wait_for(ch: grpc.Channel, status: int, why: str) -> None:
+        support.wait_until(lambda: all(health_of(ch, s) == status for s in SERVICE_NAMES), 60, why)
+        assert health_of(ch, "") == serving
+
+    recreate()
+    try:
+        with (
+            support.start_grpc_server(
+                name="grpc-health",
+                QUESTLINE_DATABASE_URL=url,
+                QUESTLINE_GRPC_HEALTH_CHECK_SECONDS="0.2",
+            ) as server,
+            grpc.insecure_channel(server.target) as ch,
+        ):
+            wait_for(ch, not_serving, "the services to say NOT_SERVING without a schema")
+            migrate.upgrade(url)
+            wait_for(ch, serving, "the services to say SERVING once migrated")
+            recreate(drop_only=True)
+            wait_for(ch, not_serving, "the services to say NOT_SERVING without the database")
+            assert server.alive()
+            recreate()
+            migrate.upgrade(url)
+            wait_for(ch, serving, "the services to say SERVING once the database is back")
+        assert "NOT_SERVING" in server.output()
+    finally:
+        recreate(drop_only=True)
+        admin_engine.dispose()
 
 
 def test_a_conflicting_key_is_aborted_not_internal() -> None:
@@ -633,9 +698,7 @@ def test_every_grpcurl_line_of_the_readme_works(channel: grpc.Channel) -> None:
             (answer,) = reflection.ServerReflectionInfo(iter([request]), timeout=10)
             assert not answer.HasField("error_response"), argv
             continue
-        headers = dict(
-            args[i + 1].split(": ", 1) for i, a in enumerate(args) if a == "-H"
-        )
+        headers = dict(args[i + 1].split(": ", 1) for i, a in enumerate(args) if a == "-H")
         body = args[args.index("-d") + 1] if "-d" in args else "{}"
         path = args[-1]
         service_name, method_name = path.split("/")

@@ -455,7 +455,13 @@ def test_probes_ask_real_routes_on_the_ports_the_processes_listen_on(
                 assert path == ("/readyz" if kind == "readinessProbe" else "/healthz")
                 assert port_number(c, probe["httpGet"]["port"]) == int(option(cmd, "--port"))
             elif cmd[:2] == ["questline", "grpc"]:
+                from rpc.server import SERVICES as GRPC_SERVICES
+
                 assert probe["grpc"]["port"] == int(option(cmd, "--port"))
+                # Readiness asks a service (its status follows the database), liveness
+                # the server itself (it must not restart the pod during an outage).
+                service = probe["grpc"].get("service", "")
+                assert service == (GRPC_SERVICES[0] if kind == "readinessProbe" else ""), kind
             elif cmd[3] == "flower":
                 assert probe["httpGet"]["path"] in {p.rstrip("$") for p in flower_paths}
                 assert port_number(c, probe["httpGet"]["port"]) == int(option(cmd, "--port"))
