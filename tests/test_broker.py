@@ -75,6 +75,8 @@ def test_on_rabbitmq_every_queue_is_a_quorum_queue_with_the_routes_of_redis() ->
     # would (a sweep every 10 s, scanning only every tenth time).
     sweep = redis_options["unacked_restore_interval"] * redis_options["unacked_restore_throttle"]
     assert sweep <= 5
+    # ... and a worker killed while it scans holds the others back for 30 s, not 300 s.
+    assert redis_options["unacked_mutex_expire"] <= 30
     for queue in on_redis["task_queues"]:
         assert not queue.queue_arguments
 

@@ -106,9 +106,13 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
                 # (workers.tasks.RETRY_BACKOFF_MAX).
                 "visibility_timeout": settings.broker_visibility_timeout_seconds,
                 # Look for such messages every 5 s (kombu 5.7 defaults to every 10 s,
-                # scanning only every tenth time: up to 100 s late).
+                # scanning only every tenth time: up to 100 s late). A scan holds a lock
+                # in Redis that a worker killed mid-scan leaves behind until it expires
+                # (kombu's default: 300 s, holding every restore back): a scan takes
+                # milliseconds, so 30 s is ample.
                 "unacked_restore_interval": 5,
                 "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": 30,
                 "socket_timeout": 5,
                 "socket_connect_timeout": 2,
             },

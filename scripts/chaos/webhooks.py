@@ -27,8 +27,9 @@ SETTINGS = {
     "QUESTLINE_WEBHOOK_ALLOW_PRIVATE": "true",
     "QUESTLINE_WEBHOOK_RETRY_BASE_SECONDS": "0.5",
     "QUESTLINE_WEBHOOK_REQUEUE_AFTER_SECONDS": "5",
-    # One receiver only: it may use every slot of the three workers (batches at once).
-    "QUESTLINE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": "6",
+    # The run's workers take every queue (in production webhooks have workers of their
+    # own): two batches at once leave the drain four of the six slots.
+    "QUESTLINE_WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT": "2",
 }
 # Deliveries settle after the drain within the drain timeout plus this per occurrence
 # (the full run announces about two per sign-in). A bound for a stuck run, not a speed
