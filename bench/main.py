@@ -344,13 +344,19 @@ class Run:
                 self.failures.append(f"end to end {mode} {w}: {r.exact}")
         self.results["end_to_end"] = [r.__dict__ for r in self.e2e]
         best = max((r for r in self.e2e if r.mode == "batch"), key=lambda r: r.sustained)
-        ratio = best.sustained / self.ceiling
+        # The ceiling again, right after: the shared machine's speed moves between (a)
+        # and here, and the faster of the two ceilings is the one to compare against.
+        after = measure_ceiling(b, self.seconds) if "a" not in self.skip else float("nan")
+        ceiling = max(self.ceiling, after)
+        ratio = best.sustained / ceiling
         say(
             f"(d) end to end / ceiling (a): best sustained {best.sustained:,.0f}/s / "
-            f"{self.ceiling:,.0f} tx/s = {ratio:.2f} (target >= 0.30: {_met(ratio >= 0.30)}; "
+            f"{ceiling:,.0f} tx/s (the faster of {self.ceiling:,.0f} before and {after:,.0f} "
+            f"after) = {ratio:.2f} (target >= 0.30: {_met(ratio >= 0.30)}; "
             f"its lag p99 {best.lag[2] * 1000:,.0f} ms at {best.offered:,.0f}/s offered)"
         )
         self.results["end_to_end_to_ceiling"] = ratio
+        self.results["ceiling_after_end_to_end"] = after
 
     def api_paths(self) -> None:
         b, secs = self.b, self.seconds
