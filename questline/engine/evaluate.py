@@ -94,7 +94,7 @@ def counts_for(quest: QuestDef, event: EventIn, states: Mapping[int, QuestState]
 
 def requirements_met(quest: QuestDef, states: Mapping[int, QuestState]) -> bool:
     """True when every quest `quest` requires has been completed at least once."""
-    return all(
+    return not quest.requires or all(
         states.get(required, NEW_QUEST).completions >= 1 for required in quest.requires
     )
 

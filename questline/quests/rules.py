@@ -337,16 +337,15 @@ def history_entries(
     quest, by its reward_claimed (built by questline.quests.history, as for claims)."""
     event, effect = happened.event, happened.effect
     sign_in = event is not None and event.type == _SIGN_IN
-    origin: dict[str, Any] = {}
     if event is None:
-        origin["recomputed"] = True
+        data: dict[str, Any] = {"recomputed": True}
+    elif sign_in:
+        data = {"event_id": event.event_id, "sign_in_id": event.event_id}
     else:
-        origin["event_id"] = event.event_id
-        if sign_in:
-            origin["sign_in_id"] = event.event_id
+        data = {"event_id": event.event_id}
     if effect.period_key or (event is not None and not sign_in):
-        origin["period_key"] = effect.period_key
-    data = dict(origin)
+        data["period_key"] = effect.period_key
+    origin = data.copy() if isinstance(effect, RewardEarned) and effect.auto_claim else None
     if isinstance(effect, QuestProgressed):
         data["curr_streak" if sign_in else "progress"] = _number(effect.reached)
     elif isinstance(effect, QuestCompleted):
@@ -369,7 +368,7 @@ def history_entries(
         "data": data,
         "created_at": now,
     }
-    if not (isinstance(effect, RewardEarned) and effect.auto_claim and user_reward_id):
+    if origin is None or not user_reward_id or not isinstance(effect, RewardEarned):
         return [entry]
     claimed = reward_claimed_entry(
         user_id=happened.user_id,
@@ -386,4 +385,5 @@ def history_entries(
 
 def _number(amount: Decimal) -> int | float:
     """A progress amount as a JSON number (state keeps the exact Decimal)."""
-    return int(amount) if amount == amount.to_integral_value() else float(amount)
+    whole = int(amount)
+    return whole if whole == amount else float(amount)
