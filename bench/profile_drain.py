@@ -2,9 +2,10 @@
 [--events N] [--top N]`.
 
 The same 20 quests and events as part (g) of bench/run.py, in the scratch database
-questline_bench_profile, drained by questline.outbox.drain() (200 inputs per
-transaction, as a worker process does); prints the heaviest functions by cumulative
-and by own time, SQL statement counts, and checks the result against engine.fold.
+questline_bench_profile ($QUESTLINE_BENCH_DB_NAME + "_profile"), drained by
+questline.outbox.drain() (200 inputs per transaction, as a worker process does); prints
+the heaviest functions by cumulative and by own time, SQL statement counts, and checks
+the result against engine.fold.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bench.gameplay import (  # noqa: E402
 )
 from bench.system import Bench  # noqa: E402
 
-DATABASE = "questline_bench_profile"
+DATABASE = os.environ.get("QUESTLINE_BENCH_DB_NAME", "questline_bench") + "_profile"
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from models.base import utcnow
 from questline.config import get_settings
 from questline.infra import db
 from questline.infra.after_commit import after_commit
+from questline.infra.gc_pause import collection_paused
 from questline.quests import repository
 from questline.quests.rules import Applied, apply_inputs
 
@@ -90,7 +91,8 @@ def drain(
 
     A batch that fails is retried one input at a time, so a poison input fails
     (and is eventually dead-lettered) alone. With `recruit_help`, each full batch
-    (more is probably waiting) also wakes another drain after it commits.
+    (more is probably waiting) also wakes another drain after it commits. Automatic
+    garbage collection waits for the end of each batch (questline.infra.gc_pause).
     """
     settings = get_settings()
     batch = limit or settings.batch_size
@@ -98,7 +100,7 @@ def drain(
     while True:
         created_before = utcnow() - timedelta(seconds=created_before_seconds)
         try:
-            with db.transaction() as session:
+            with collection_paused(), db.transaction() as session:
                 applied = apply_inputs(session, created_before=created_before, limit=batch)
                 if recruit_help and len(applied.inputs) == batch:
                     after_commit(session, MoreSignInsWaiting())

@@ -15,7 +15,9 @@ from questline.engine.definitions import AttrValue, Condition, Operator, Trigger
 
 def trigger_matches(trigger: Trigger, event_type: str, attrs: Mapping[str, AttrValue]) -> bool:
     """True when the event has the trigger's type and every `where` condition holds."""
-    return event_type == trigger.event and all(holds(c, attrs) for c in trigger.where)
+    if event_type != trigger.event:
+        return False
+    return not trigger.where or all(holds(c, attrs) for c in trigger.where)
 
 
 def holds(condition: Condition, attrs: Mapping[str, AttrValue]) -> bool:

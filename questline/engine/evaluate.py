@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, localcontext
+from dataclasses import dataclass
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 
 from questline.engine.conditions import trigger_matches
 from questline.engine.definitions import Measure, QuestDef
@@ -17,11 +17,15 @@ from questline.engine.effects import (
 )
 from questline.engine.events import EvaluationError, EventIn
 from questline.engine.periods import quest_period
-from questline.engine.state import NEW_QUEST, PeriodState, QuestState
+from questline.engine.state import NEW_QUEST, NOTHING_YET, PeriodState, QuestState
 from questline.engine.streaks import join
 
-# Sums stay exact whatever the values' digits: no rounding, so no order dependence.
+# Sums stay exact whatever the values' digits: no rounding, so no order dependence. The
+# arithmetic calls this context's methods rather than entering it (`localcontext`), which
+# cost more than the sums themselves, once per quest and event.
 EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+ZERO = Decimal(0)
+ONE = Decimal(1)
 
 # One event completing one quest more often than this is a definition mistake (a sum
 # target far below the values sent); the event is refused rather than flood the wallet.
@@ -90,7 +94,7 @@ def counts_for(quest: QuestDef, event: EventIn, states: Mapping[int, QuestState]
 
 def requirements_met(quest: QuestDef, states: Mapping[int, QuestState]) -> bool:
     """True when every quest `quest` requires has been completed at least once."""
-    return all(
+    return not quest.requires or all(
         states.get(required, NEW_QUEST).completions >= 1 for required in quest.requires
     )
 
@@ -104,46 +108,48 @@ class _Step:
 def _add_progress(quest: QuestDef, state: QuestState, event: EventIn) -> _Step | None:
     """count and sum: grow the period's progress; each `target` reached is a completion."""
     period = quest_period(quest, event.occurred_at, event.tz)
-    before = state.period(period.key)
+    before = state.periods.get(period.key, NOTHING_YET)
     cap = quest.max_per_period
     if cap is not None and before.completions >= cap:
         return None  # period cap reached: the event is ignored
-    amount = Decimal(1) if quest.measure is Measure.COUNT else event.value
+    counting = quest.measure is Measure.COUNT
+    amount = ONE if counting else event.value
     if amount == 0:
         return None  # a sum event worth nothing changes nothing and records nothing
-    with localcontext(EXACT):
-        reached = before.progress + amount
-        if quest.measure is Measure.COUNT:
-            # One event is one step (v1 rule 2): it completes the quest at most once, even
-            # when a lowered target left more progress than the new target.
-            room = [1 if reached >= quest.target else 0]
-        else:
-            room = [int(reached // quest.target)]
-        if cap is not None:
-            room.append(cap - before.completions)
-        if quest.duplication is not None:
-            room.append(quest.duplication - state.completions)
-        completed = min(room)
-        if completed > MAX_COMPLETIONS_PER_EVENT:
-            raise EvaluationError(
-                f"event {event.event_id} would complete quest {quest.quest_id} "
-                f"{completed} times at once (at most {MAX_COMPLETIONS_PER_EVENT})"
-            )
-        # At a cap the rest stays in progress, even when it is target or more. A count
-        # starts again from 0 after a completion (v1's curr_streak = 0), a sum keeps the
-        # part beyond the targets it reached.
-        if quest.measure is Measure.COUNT and completed:
-            progress = Decimal(0)
-        else:
-            progress = reached - completed * quest.target
+    reached = EXACT.add(before.progress, amount)
+    if counting:
+        # One event is one step (v1 rule 2): it completes the quest at most once, even
+        # when a lowered target left more progress than the new target.
+        completed = 1 if reached >= quest.target else 0
+    else:
+        completed = int(EXACT.divide_int(reached, quest.target))
+    if cap is not None:
+        completed = min(completed, cap - before.completions)
+    if quest.duplication is not None:
+        completed = min(completed, quest.duplication - state.completions)
+    if completed > MAX_COMPLETIONS_PER_EVENT:
+        raise EvaluationError(
+            f"event {event.event_id} would complete quest {quest.quest_id} "
+            f"{completed} times at once (at most {MAX_COMPLETIONS_PER_EVENT})"
+        )
+    # At a cap the rest stays in progress, even when it is target or more. A count
+    # starts again from 0 after a completion (v1's curr_streak = 0), a sum keeps the
+    # part beyond the targets it reached.
+    if counting and completed:
+        progress = ZERO
+    else:
+        progress = EXACT.subtract(reached, completed * quest.target)
     after = PeriodState(progress=progress, completions=before.completions + completed)
-    new_state = replace(
-        state,
+    new_state = QuestState(
         completions=state.completions + completed,
+        best_streak=state.best_streak,
+        streak_periods=state.streak_periods,
+        streak_completions=state.streak_completions,
         periods={**state.periods, period.key: after},
     )
     effects: list[Effect] = [QuestProgressed(quest.quest_id, period.key, progress, reached)]
-    effects.extend(_completions(quest, state.completions, completed, period.key))
+    if completed:
+        effects.extend(_completions(quest, state.completions, completed, period.key))
     return _Step(new_state, effects)
 
 
@@ -158,12 +164,12 @@ def _qualify_period(quest: QuestDef, state: QuestState, event: EventIn) -> _Step
     if quest.duplication is not None:
         allowed = min(allowed, quest.duplication)
     completed = max(0, allowed - state.completions)  # a reward is never taken back
-    new_state = replace(
-        state,
+    new_state = QuestState(
         completions=state.completions + completed,
         best_streak=max(state.best_streak, joined.run.length),
         streak_periods=tuple(sorted((*state.streak_periods, period.index))),
         streak_completions=streak_completions,
+        periods=state.periods,
     )
     length = Decimal(joined.run.length)
     effects: list[Effect] = [QuestProgressed(quest.quest_id, period.key, length, length)]

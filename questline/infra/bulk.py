@@ -4,18 +4,24 @@ A drain of 200 gameplay events writes thousands of rows (history, period rows,
 rewards, ledger entries). Through SQLAlchemy each such statement is compiled anew
 (a multi-row VALUES cannot be cached) or sent row by row, and its per-row parameter
 handling cost more than PostgreSQL's own work (docs/performance.md). On psycopg2,
-`insert_rows` and `update_rows` build their SQL once per shape and send every row in
-one statement with `execute_values`; on any other driver (the embedded SQLite file)
-they run the equivalent SQLAlchemy Core statement. Same SQL meaning on both: one
-statement, ON CONFLICT on the named unique columns, RETURNING the named columns.
+`insert_rows`, `update_rows` and `select_rows` build their SQL once per shape and send
+the rows as one array literal per column, unnested by the server (`unnest($1::bigint[],
+...)`): a few long strings that PostgreSQL's array input reads far faster than it
+parses, analyses and plans a VALUES list of thousands of literals, and that the client
+builds with string joins instead of quoting every value. On any other driver (the
+embedded SQLite file) they run the equivalent SQLAlchemy Core statement. Same SQL
+meaning on both: one statement, ON CONFLICT on the named unique columns, RETURNING the
+named columns.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Collection, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -55,7 +61,7 @@ def insert_rows(
     columns = tuple(rows[0])
     raw = _psycopg2(session)
     if raw is not None:
-        sql, template, encode = _insert_sql(
+        sql, arrays = _insert_sql(
             table,
             columns,
             tuple(conflict),
@@ -63,7 +69,7 @@ def insert_rows(
             tuple(sorted((set_on_conflict or {}).items())),
             tuple(returning),
         )
-        return _execute_values(raw, sql, template, [encode(row) for row in rows], bool(returning))
+        return _execute_arrays(raw, sql, arrays, [[row[c] for row in rows] for c in columns])
     dialect = session.get_bind().dialect.name
     stmt: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     if conflict and set_on_conflict is not None:
@@ -93,15 +99,35 @@ def append_rows(session: Session, table: Table, rows: Rows) -> None:
     if raw is None:
         insert_rows(session, table, rows)
         return
-    rows = _with_defaults(table, rows)
     columns = tuple(rows[0])
-    formats = _copy_formats(table, columns)
-    text = "".join(
-        "\t".join([fmt(row[name]) for name, fmt in formats]) + "\n" for row in rows
-    )
+    fields = [
+        _fields(fmt, [row[name] for row in rows]) for name, fmt in _copy_formats(table, columns)
+    ]
+    for column in _defaulted(table, columns):
+        columns += (column.key,)
+        fields.append(
+            _fields(_copy_formats(table, (column.key,))[0][1], _default_values(column, len(rows)))
+        )
+    text = "\n".join(map("\t".join, zip(*fields, strict=True))) + "\n"
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
     with _driver_errors(raw, statement), _cursor(raw) as cursor:
         cursor.copy_expert(statement, io.StringIO(text))
+
+
+_UNSET = object()
+
+
+def _fields(encode: Callable[[Any], str], values: Sequence[Any]) -> list[str]:
+    """`encode` of each value, encoded once per run of the same object: a column of a
+    drain's rows repeats its values (one `now`, one user's id, one quest's bundle)."""
+    fields: list[str] = []
+    last: Any = _UNSET
+    field = ""
+    for value in values:
+        if value is not last:
+            last, field = value, encode(value)
+        fields.append(field)
+    return fields
 
 
 def _copy_formats(table: Table, columns: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -172,8 +198,8 @@ def update_rows(session: Session, table: Table, key: Sequence[str], rows: Rows) 
     columns = tuple(rows[0])
     raw = _psycopg2(session)
     if raw is not None:
-        sql, template, encode = _update_sql(table, tuple(key), columns)
-        _execute_values(raw, sql, template, [encode(row) for row in rows], False)
+        sql, arrays = _update_sql(table, tuple(key), columns)
+        _execute_arrays(raw, sql, arrays, [[row[c] for row in rows] for c in columns])
         return
     values = [c for c in columns if c not in key]
     stmt = update(table).where(*(table.c[k] == bindparam(f"k_{k}") for k in key))
@@ -199,8 +225,9 @@ def select_rows(
     ordered = sorted(keys)
     raw = _psycopg2(session)
     if raw is not None:
-        sql, template = _select_sql(table, tuple(key), tuple(columns), for_update)
-        return _execute_values(raw, sql, template, ordered, True)
+        sql, arrays = _select_sql(table, tuple(key), tuple(columns), for_update)
+        by_column = [[k[i] for k in ordered] for i in range(len(key))]
+        return _execute_arrays(raw, sql, arrays, by_column)
     stmt = (
         select(*(table.c[c] for c in columns))
         .where(tuple_(*(table.c[k] for k in key)).in_(ordered))
@@ -214,20 +241,27 @@ def select_rows(
 def _with_defaults(table: Table, rows: Rows) -> Rows:
     """`rows` with the model's Python-side defaults (created_at, data, ...) filled in for
     the columns they leave out, as SQLAlchemy's own INSERT would."""
-    given = rows[0].keys()
-    missing = [
-        c for c in table.c if c.key not in given and c.default is not None and not c.primary_key
-    ]
+    missing = _defaulted(table, tuple(rows[0]))
     if not missing:
         return rows
-    filled = []
-    for row in rows:
-        extra = {
-            c.key: (c.default.arg(None) if c.default.is_callable else c.default.arg)  # type: ignore[union-attr]
-            for c in missing
-        }
-        filled.append({**row, **extra})
-    return filled
+    extra = {c.key: _default_values(c, len(rows)) for c in missing}
+    return [{**row, **{k: v[i] for k, v in extra.items()}} for i, row in enumerate(rows)]
+
+
+def _defaulted(table: Table, given: Collection[str]) -> list[Any]:
+    """The columns of `table` left out of `given` that have a Python-side default."""
+    return [
+        c for c in table.c if c.key not in given and c.default is not None and not c.primary_key
+    ]
+
+
+def _default_values(column: Any, count: int) -> list[Any]:
+    """`count` values of the column's Python-side default (called once per row if it is
+    a function, as SQLAlchemy's own INSERT would)."""
+    default = column.default
+    if default.is_callable:
+        return [default.arg(None) for _ in range(count)]
+    return [default.arg] * count
 
 
 def _psycopg2(session: Session) -> Connection | None:
@@ -262,40 +296,71 @@ def _driver_errors(connection: Connection, statement: str) -> Iterator[None]:
         ) from exc
 
 
-def _execute_values(
-    connection: Connection, sql: str, template: str, values: list[tuple[Any, ...]], fetch: bool
+def _execute_arrays(
+    connection: Connection, sql: str, arrays: _Arrays, columns: list[list[Any]]
 ) -> list[tuple[Any, ...]]:
-    """`sql` with its one `%s` replaced by every row's `template`, quoted by psycopg2 in
-    one call, and run through SQLAlchemy (its error handling, its statement events)."""
+    """`sql` with its one `%s` replaced by `unnest(...)` of one array literal per column,
+    and run through SQLAlchemy (its error handling, its statement events). Returns the
+    rows it returned (none for a statement without RETURNING)."""
     prefix, suffix = sql.split("%s")
+    literals = [
+        "{" + ",".join(_fields(element, values)) + "}"
+        for element, values in zip(arrays.elements, columns, strict=True)
+    ]
     with _driver_errors(connection, sql), _cursor(connection) as cursor:
-        rows = cursor.mogrify(
-            ", ".join([template] * len(values)), [param for row in values for param in row]
-        )
+        unnest = cursor.mogrify(arrays.template, literals)
     # The values are quoted in already: no_parameters, so that the driver reads no `%`
     # in them as a placeholder.
     result = connection.exec_driver_sql(
-        prefix + rows.decode() + suffix, execution_options={"no_parameters": True}
+        prefix + unnest.decode() + suffix, execution_options={"no_parameters": True}
     )
-    return [tuple(row) for row in result] if fetch else []
+    return [tuple(row) for row in result] if result.returns_rows else []
 
 
-def _encoder(table: Table, columns: tuple[str, ...]) -> tuple[str, Any]:
-    """The VALUES template of one row and a function from a row to its parameters
-    (JSON columns as text cast to jsonb)."""
-    is_json = [isinstance(table.c[name].type, JSON) for name in columns]
-    template = "(" + ", ".join("%s::jsonb" if j else "%s" for j in is_json) + ")"
-    pairs = tuple(zip(columns, is_json, strict=True))
+class _Arrays:
+    """How the columns of a statement travel: `template` is `unnest(%s::bigint[], ...)`
+    (one placeholder per column), `elements` per column turns a value into its element
+    of a PostgreSQL array literal."""
 
-    def encode(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(
-            (None if row[name] is None else orjson.dumps(row[name]).decode())
-            if j
-            else row[name]
-            for name, j in pairs
-        )
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        types = _casts(table, columns, unbounded=True)
+        self.template = "unnest(" + ", ".join(f"%s::{types[c]}[]" for c in columns) + ")"
+        self.elements: list[Callable[[Any], str]] = [
+            _json_element if isinstance(table.c[c].type, JSON) else _element for c in columns
+        ]
 
-    return template, encode
+
+def _quoted(text: str) -> str:
+    """A string as a double-quoted array element (quoted always: "", NULL and text with
+    commas, braces or spaces are elements too)."""
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + text + '"'
+
+
+_NUMBERS = (int, Decimal, float)
+_DATES = (datetime, date)
+
+
+def _element(value: Any) -> str:
+    """A value as an array element: numbers bare, NULL for None, anything else quoted."""
+    if type(value) is int:
+        return str(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _NUMBERS):
+        return str(value)
+    if isinstance(value, _DATES):
+        return '"' + value.isoformat() + '"'
+    return _quoted(str(value))
+
+
+def _json_element(value: Any) -> str:
+    """A JSON value (None is SQL NULL, as in the JSON columns' other writers) as an
+    array element of jsonb."""
+    return "NULL" if value is None else _quoted(orjson.dumps(value).decode())
 
 
 @lru_cache(maxsize=64)
@@ -306,8 +371,8 @@ def _insert_sql(
     conflict_where: str | None,
     set_on_conflict: tuple[tuple[str, str], ...],
     returning: tuple[str, ...],
-) -> tuple[str, str, Any]:
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES %s"
+) -> tuple[str, _Arrays]:
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM %s"
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)})"
         if conflict_where:
@@ -318,40 +383,39 @@ def _insert_sql(
             sql += " DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
-    template, encode = _encoder(table, columns)
-    return sql, template, encode
+    return sql, _Arrays(table, columns)
 
 
 @lru_cache(maxsize=64)
 def _select_sql(
     table: Table, key: tuple[str, ...], columns: tuple[str, ...], for_update: bool
-) -> tuple[str, str]:
-    casts = _casts(table, key)
-    match = " AND ".join(f"{table.name}.{k} = v.{k}::{casts[k]}" for k in key)
+) -> tuple[str, _Arrays]:
+    match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in key)
     sql = (
         f"SELECT {', '.join(f'{table.name}.{c}' for c in columns)} FROM {table.name} "
-        f"JOIN (VALUES %s) AS v ({', '.join(key)}) ON {match} "
+        f"JOIN %s AS v ({', '.join(key)}) ON {match} "
         f"ORDER BY {', '.join(f'{table.name}.{k}' for k in key)}"
     )
     if for_update:
         sql += f" FOR UPDATE OF {table.name}"
-    return sql, "(" + ", ".join(["%s"] * len(key)) + ")"
+    return sql, _Arrays(table, key)
 
 
-def _casts(table: Table, columns: Sequence[str]) -> dict[str, str]:
-    """Each column's PostgreSQL type: VALUES lists lose the types of their columns."""
-    return {name: str(table.c[name].type.compile(dialect=_POSTGRESQL)) for name in columns}
+def _casts(table: Table, columns: Sequence[str], *, unbounded: bool = False) -> dict[str, str]:
+    """Each column's PostgreSQL type; `unbounded` without its length or precision (an
+    explicit cast to VARCHAR(n) would cut a long string short where the assignment to
+    the column refuses it)."""
+    casts = {name: str(table.c[name].type.compile(dialect=_POSTGRESQL)) for name in columns}
+    if unbounded:
+        casts = {name: re.sub(r"\(.*?\)", "", cast) for name, cast in casts.items()}
+    return casts
 
 
 @lru_cache(maxsize=64)
 def _update_sql(
     table: Table, key: tuple[str, ...], columns: tuple[str, ...]
-) -> tuple[str, str, Any]:
-    template, encode = _encoder(table, columns)
-    casts = _casts(table, columns)
-    sets = ", ".join(f"{c} = v.{c}::{casts[c]}" for c in columns if c not in key)
-    match = " AND ".join(f"{table.name}.{k} = v.{k}::{casts[k]}" for k in key)
-    sql = (
-        f"UPDATE {table.name} SET {sets} FROM (VALUES %s) AS v ({', '.join(columns)}) WHERE {match}"
-    )
-    return sql, template, encode
+) -> tuple[str, _Arrays]:
+    sets = ", ".join(f"{c} = v.{c}" for c in columns if c not in key)
+    match = " AND ".join(f"{table.name}.{k} = v.{k}" for k in key)
+    sql = f"UPDATE {table.name} SET {sets} FROM %s AS v ({', '.join(columns)}) WHERE {match}"
+    return sql, _Arrays(table, columns)
