@@ -32,10 +32,11 @@ class EventsService(events_pb2_grpc.EventsServicer):
         with answered(context):
             body = wire.event_batch(request)
             with session_factory()() as session:
-                key = credentials.authenticate(
+                key = credentials.authenticate_remembered(
                     session, metadata(context, "x-api-key"), scope=Scope.EVENTS_WRITE
                 )
-                batch = events.record(session, body, api_key=key)
+                with credentials.live_key_first(session, key):
+                    batch = events.record(session, body, api_key=key)
                 try:
                     session.commit()
                 except BaseException:
