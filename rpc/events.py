@@ -1,9 +1,9 @@
 """questline.v1.Events: RecordEvents, the gRPC twin of POST /events.
 
-Same key check, same batch rules and the same answers: the request becomes the body
-POST /events parses (questline.catalog.wire.event_batch) and goes through
-questline.events.service.record on one transaction, committed here as the HTTP route
-commits it. The workers are woken by the after-commit hook (workers.publish).
+Same key check, same batch rules and the same answers: each event's fields are taken as
+POST /events' body would hold them (questline.catalog.wire.event_fields) and go through
+questline.events.service.record_events on one transaction, committed here as the HTTP
+route commits it. The workers are woken by the after-commit hook (workers.publish).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ class EventsService(events_pb2_grpc.EventsServicer):
         self, request: events_pb2.RecordEventsRequest, context: grpc.ServicerContext
     ) -> events_pb2.RecordEventsResponse:
         with answered(context):
-            body = wire.event_batch(request)
+            fields = wire.event_fields(request)
             with session_factory()() as session:
                 key = credentials.authenticate_remembered(
                     session, metadata(context, "x-api-key"), scope=Scope.EVENTS_WRITE
                 )
                 with credentials.live_key_first(session, key):
-                    batch = events.record(session, body, api_key=key)
+                    batch = events.record_events(session, fields, api_key=key)
                 try:
                     session.commit()
                 except BaseException:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,7 @@ from questline.credentials.service import ApiKeyRequired, CallingKey, Scope, has
 from questline.errors import Conflict, NotFound
 from questline.events import limits, repository, validation
 from questline.events.repository import EventKey
-from questline.events.validation import EventRejected, NewEvent
+from questline.events.validation import EventRejected, NewEvent, RawEvent
 from questline.infra.after_commit import after_commit
 from questline.outbox import EventsStored
 
@@ -72,13 +72,34 @@ def record(
     either way nothing is stored or counted.
     """
     now = now or utcnow()
-    settings = get_settings()
-    events = validation.parse_batch(
-        body,
-        now=now,
-        max_age_seconds=settings.event_max_age_seconds,
-        backfill=has_scope(api_key, Scope.EVENTS_BACKFILL),
-    )
+    events = validation.parse_batch(body, now=now, **_rules(api_key))
+    return _count_and_store(session, events, api_key=api_key, now=now)
+
+
+def record_events(
+    session: Session,
+    events: Sequence[RawEvent],
+    *,
+    api_key: CallingKey,
+    now: datetime | None = None,
+) -> RecordedBatch:
+    """As `record`, for a batch whose events' fields come apart (RecordEvents: the
+    protobuf message is checked as it is, not made into a JSON-like body first)."""
+    now = now or utcnow()
+    checked = validation.parse_events(events, now=now, **_rules(api_key))
+    return _count_and_store(session, checked, api_key=api_key, now=now)
+
+
+def _rules(api_key: CallingKey) -> dict[str, Any]:
+    return {
+        "max_age_seconds": get_settings().event_max_age_seconds,
+        "backfill": has_scope(api_key, Scope.EVENTS_BACKFILL),
+    }
+
+
+def _count_and_store(
+    session: Session, events: list[NewEvent], *, api_key: CallingKey, now: datetime
+) -> RecordedBatch:
     try:
         counted = limits.take(Counter(e.user_id for e in events))
     except limits.TooManyEvents:
