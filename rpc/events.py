@@ -42,13 +42,8 @@ class EventsService(events_pb2_grpc.EventsServicer):
                 except BaseException:
                     events.refund(batch)
                     raise
-        return events_pb2.RecordEventsResponse(
-            results=[
-                events_pb2.EventResult(
-                    idempotency_key=r.idempotency_key,
-                    event_id=r.event_id,
-                    status=_STATUS[r.status],
-                )
-                for r in batch.results
-            ]
-        )
+        answer = events_pb2.RecordEventsResponse()
+        add = answer.results.add  # built in place: half the cost of a list of messages
+        for r in batch.results:
+            add(idempotency_key=r.idempotency_key, event_id=r.event_id, status=_STATUS[r.status])
+        return answer
