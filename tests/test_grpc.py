@@ -533,8 +533,9 @@ def _waiting_on_a_lock() -> bool:
             session.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database() AND query ILIKE '%INSERT INTO events%' "
-                    "AND pid <> pg_backend_pid()"
+                    "AND datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (query ILIKE '%INSERT INTO events%' "
+                    "OR query ILIKE 'EXECUTE questline_insert_events%')"
                 )
             )
         )
