@@ -1,9 +1,9 @@
 """questline.v1.Events: RecordEvents, the gRPC twin of POST /events.
 
-Same key check, same batch rules and the same answers: the request becomes the body
-POST /events parses (questline.catalog.wire.event_batch) and goes through
-questline.events.service.record on one transaction, committed here as the HTTP route
-commits it. The workers are woken by the after-commit hook (workers.publish).
+Same key check, same batch rules and the same answers: each event's fields are taken as
+POST /events' body would hold them (questline.catalog.wire.event_fields) and go through
+questline.events.service.record_events on one transaction, committed here as the HTTP
+route commits it. The workers are woken by the after-commit hook (workers.publish).
 """
 
 from __future__ import annotations
@@ -30,24 +30,20 @@ class EventsService(events_pb2_grpc.EventsServicer):
         self, request: events_pb2.RecordEventsRequest, context: grpc.ServicerContext
     ) -> events_pb2.RecordEventsResponse:
         with answered(context):
-            body = wire.event_batch(request)
+            fields = wire.event_fields(request)
             with session_factory()() as session:
-                key = credentials.authenticate(
+                key = credentials.authenticate_remembered(
                     session, metadata(context, "x-api-key"), scope=Scope.EVENTS_WRITE
                 )
-                batch = events.record(session, body, api_key=key)
+                with credentials.live_key_first(session, key):
+                    batch = events.record_events(session, fields, api_key=key)
                 try:
                     session.commit()
                 except BaseException:
                     events.refund(batch)
                     raise
-        return events_pb2.RecordEventsResponse(
-            results=[
-                events_pb2.EventResult(
-                    idempotency_key=r.idempotency_key,
-                    event_id=r.event_id,
-                    status=_STATUS[r.status],
-                )
-                for r in batch.results
-            ]
-        )
+        answer = events_pb2.RecordEventsResponse()
+        add = answer.results.add  # built in place: half the cost of a list of messages
+        for r in batch.results:
+            add(idempotency_key=r.idempotency_key, event_id=r.event_id, status=_STATUS[r.status])
+        return answer

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from models import Event, User
+from models import ApiKey, Event, User
 from questline.config import get_settings
 from questline.credentials import service as credentials
 from questline.infra import db
@@ -129,6 +129,20 @@ def test_a_batch_is_stored_in_order_with_defaults_and_answered_202(
     assert before <= second.occurred_at <= after
     assert third.value == Decimal(0)
     assert {e.api_key_id for e in stored.values()} != {None}
+
+
+def test_event_ids_follow_the_order_of_the_batch(client: httpx.Client, key: str) -> None:
+    # Users in no particular order and a user's events apart: the stored ids still follow
+    # the request (the drain applies a player's events in event_id order).
+    users = make_users(4)
+    order = [users[2], users[0], users[3], users[0], users[1], users[2], users[3], users[1]]
+    r = send(client, key, [event(u, f"k{i}") for i, u in enumerate(order)])
+    assert r.status_code == 202, r.text
+    ids = [x["event_id"] for x in r.json()["results"]]
+    assert ids == sorted(ids)
+    assert [(e.user_id, e.idempotency_key) for e in inputs()] == [
+        (u, f"k{i}") for i, u in enumerate(order)
+    ]
 
 
 def test_the_boundaries_of_every_rule_are_accepted(client: httpx.Client, user: int) -> None:
@@ -388,6 +402,59 @@ def test_requests_without_a_valid_key_are_401(client: httpx.Client, user: int) -
     assert stored_count() == 0
 
 
+def revoke_elsewhere(api_key: str) -> None:
+    """Revoke a key as another process would: this process's memory of it stays."""
+    with db.transaction() as session:
+        session.execute(
+            update(ApiKey)
+            .where(ApiKey.key_hash == credentials.hash_key(api_key))
+            .values(revoked_at=func.now())
+        )
+
+
+def test_a_key_revoked_elsewhere_stops_at_once_though_remembered(
+    client: httpx.Client, key: str, user: int
+) -> None:
+    assert send(client, key, [event(user, "before")]).status_code == 202  # remembered now
+    revoke_elsewhere(key)
+    assert send(client, key, [event(user, "after")]).status_code == 401
+    assert send(client, key, [event(user, "before")]).status_code == 401  # a retry too
+    assert [e.idempotency_key for e in inputs()] == ["before"]
+
+
+@pytest.mark.parametrize("refusal", ["invalid-event", "unknown-user", "over-the-limit", "not-json"])
+def test_a_revoked_key_hears_401_before_any_other_refusal(
+    client: httpx.Client, user: int, limit_of_5: int, refusal: str
+) -> None:
+    # The first request after the revocation, so this process still remembers the key.
+    key = make_key()
+    assert send(client, key, [event(user, "before")]).status_code == 202
+    revoke_elsewhere(key)
+    bodies: dict[str, Any] = {
+        "invalid-event": {"json": {"events": [event(user, "k", value=-1)]}},
+        "unknown-user": {"json": {"events": [event(10**9, "k")]}},
+        "over-the-limit": {"json": {"events": [event(user, f"k{i}") for i in range(6)]}},
+        "not-json": {"content": b"not json"},
+    }
+    r = client.post("/events", headers={"X-API-Key": key}, **bodies[refusal])
+    assert r.status_code == 401, r.text
+    assert stored_count() == 1
+
+
+def test_a_remembered_key_keeps_its_scopes(client: httpx.Client, user: int) -> None:
+    # Remembered after a refused request and after a good one: the scope rule still holds.
+    write_only = make_key()
+    old = iso(datetime.now(UTC) - timedelta(days=3))
+    for attempt in range(2):
+        r = send(client, write_only, [event(user, f"old{attempt}", occurred_at=old)])
+        assert r.status_code == 422, r.text
+        assert send(client, write_only, [event(user, f"new{attempt}")]).status_code == 202
+    backfill_only = make_key(["events:backfill"])
+    for _ in range(2):
+        assert send(client, backfill_only, [event(user, "k")]).status_code == 403
+    assert stored_count() == 2
+
+
 def test_a_player_token_is_never_a_key(client: httpx.Client, user: int) -> None:
     headers = factories.bearer(user)
     token = headers["Authorization"].removeprefix("Bearer ")
@@ -468,6 +535,16 @@ def test_a_refused_batch_gives_its_count_back(
     assert r.status_code == 422, r.text
     r = send(client, key, [event(user, f"k{i}") for i in range(4)] + [event(user, "x", value=-1)])
     assert r.status_code == 422, r.text
+    assert send(client, key, [event(user, f"k{i}") for i in range(5)]).status_code == 202
+
+
+def test_an_unknown_user_is_422_even_over_the_limit(
+    client: httpx.Client, key: str, user: int, limit_of_5: int
+) -> None:
+    # The batch is checked whole before it is counted, as without the limit.
+    r = send(client, key, [event(user, f"k{i}") for i in range(6)] + [event(10**9, "x")])
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("events[6].user_id"), r.text
     assert send(client, key, [event(user, f"k{i}") for i in range(5)]).status_code == 202
 
 

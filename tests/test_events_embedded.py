@@ -94,3 +94,18 @@ def test_events_are_stored_once_and_applied_in_the_embedded_mode(tmp_path: Path)
         assert app.client.get("/me/wallet", headers=dana.headers).json() == {
             "balances": {"gold": 3, "diamond": 0, "chest_epic": 1}
         }
+        # An unknown user refuses the whole batch, naming its index; nothing is stored.
+        unknown = [
+            {"user_id": dana.user_id, "type": "match_won", "idempotency_key": "m3"},
+            {"user_id": 10**9, "type": "match_won", "idempotency_key": "m4"},
+        ]
+        r = app.client.post("/events", json={"events": unknown}, headers=key)
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"].startswith("events[1].user_id"), r.text
+        assert [x["status"] for x in send("m3")] == ["accepted"]
+        # A revoked key stops at once, though this process has used it.
+        (listed,) = boss.get("/auth/api-keys").json()
+        gone = app.client.delete(f"/auth/api-keys/{listed['key_id']}", headers=boss.headers)
+        assert gone.status_code == 204, gone.text
+        r = app.client.post("/events", json={"events": unknown[:1]}, headers=key)
+        assert r.status_code == 401, r.text

@@ -374,8 +374,14 @@ def test_a_revoked_key_stops_at_once(events: events_pb2_grpc.EventsStub) -> None
     with db.transaction() as session:
         for row in credentials.list_keys(session):
             credentials.revoke(session, key_id=row.key_id)
+    # The server process remembers the key; its first refusal after the revocation (an
+    # invalid event) is still UNAUTHENTICATED, and so is everything after.
+    invalid = events_pb2.Event(user_id=user, type="Bad Type", idempotency_key="2")
+    code, _ = code_of(lambda: record(events, key, invalid))
+    assert code is grpc.StatusCode.UNAUTHENTICATED
     code, _ = code_of(lambda: record(events, key, game_event(user, "2")))
     assert code is grpc.StatusCode.UNAUTHENTICATED
+    assert stored_count() == 1
 
 
 BAD_EVENTS: list[tuple[str, dict[str, Any]]] = [
@@ -592,7 +598,9 @@ def _waiting_on_a_lock() -> bool:
             session.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database() AND query ILIKE 'INSERT INTO events%'"
+                    "AND datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (query ILIKE '%INSERT INTO events%' "
+                    "OR query ILIKE 'EXECUTE questline_insert_events%')"
                 )
             )
         )

@@ -438,9 +438,12 @@ def test_every_write_of_a_history_item_queues_a_live_update(session: Any) -> Non
     login, refresh (one SQL statement on PostgreSQL), gameplay events, the engine's and
     the claims' entries, a ban."""
     from datetime import timedelta
+    from decimal import Decimal
 
     from models.base import utcnow
+    from questline.credentials import service as credentials
     from questline.events import repository as events_repository
+    from questline.events.validation import NewEvent
     from questline.infra import after_commit
     from questline.users import repository as users_repository
     from questline.users import service as users
@@ -474,23 +477,12 @@ def test_every_write_of_a_history_item_queues_a_live_update(session: Any) -> Non
     )
     assert signed_in is not None
     assert queued_for(alice.user_id)
+    api_key = credentials.create(session, name="game", scopes=["events:write"]).key
     events_repository.insert_new(
         session,
-        [
-            {
-                "user_id": bob.user_id,
-                "type": "match.won",
-                "data": {},
-                "created_at": now,
-                "occurred_at": now,
-                "tz": "UTC",
-                "value": 1,
-                "attrs": {},
-                "idempotency_key": "k",
-                "api_key_id": None,
-                "attempts": 0,
-            }
-        ],
+        [NewEvent(bob.user_id, "match.won", Decimal(1), {}, now, "k")],
+        api_key_id=api_key.key_id,
+        now=now,
     )
     assert queued_for(bob.user_id)
     _add_history_item(session, bob.user_id)

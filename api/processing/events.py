@@ -55,8 +55,9 @@ def _parse(body: bytes) -> Any:
 
 def _record(api_key: str | None, body: bytes) -> events.RecordedBatch:
     with session_factory()() as session:
-        key = credentials.authenticate(session, api_key, scope=Scope.EVENTS_WRITE)
-        batch = events.record(session, _parse(body), api_key=key)
+        key = credentials.authenticate_remembered(session, api_key, scope=Scope.EVENTS_WRITE)
+        with credentials.live_key_first(session, key):
+            batch = events.record(session, _parse(body), api_key=key)
         try:
             session.commit()
         except BaseException:

@@ -37,6 +37,13 @@ def live_by_hash(session: Session, key_hash: str) -> Row[int, list[str]] | None:
     ).one_or_none()
 
 
+def live_by_id(session: Session, key_id: int) -> int | None:
+    """The key's id if it is live, else None."""
+    return session.scalar(
+        select(ApiKey.key_id).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
+    )
+
+
 def revoke(session: Session, key_id: int, *, now: datetime) -> bool:
     """Revoke a live key; False when there is no such live key."""
     revoked = session.execute(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from models import ApiKey
 from models.base import utcnow
 from questline.credentials import repository
-from questline.errors import Forbidden, Invalid, NotFound, Unauthorized
+from questline.errors import DomainError, Forbidden, Invalid, NotFound, Unauthorized
 
 KEY_PREFIX = "qlk_"
 
@@ -31,10 +32,13 @@ class ApiKeyRequired(Unauthorized):
 
 @dataclass(frozen=True)
 class CallingKey:
-    """The live key a request came with: its id and scopes."""
+    """The live key a request came with: its id and scopes. `remembered`: taken from this
+    process's memory of verified keys, not read in this transaction, so the caller has
+    still to check that it is live (authenticate_remembered)."""
 
     key_id: int
     scopes: frozenset[str]
+    remembered: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ def revoke(session: Session, *, key_id: int) -> None:
     """Revoke a key: it stops working for every request that starts after the commit."""
     if not repository.revoke(session, key_id, now=utcnow()):
         raise NotFound("API key not found")
+    forget(key_id)
 
 
 def authenticate(session: Session, api_key: str | None, *, scope: Scope | None) -> CallingKey:
@@ -87,13 +92,60 @@ def authenticate(session: Session, api_key: str | None, *, scope: Scope | None) 
     query (the hash is unique)."""
     if not api_key:
         raise ApiKeyRequired()
-    row = repository.live_by_hash(session, hash_key(api_key))
+    key_hash = hash_key(api_key)
+    row = repository.live_by_hash(session, key_hash)
     if row is None:
         raise ApiKeyRequired()
     key = CallingKey(key_id=int(row.key_id), scopes=frozenset(row.scopes))
+    if len(_verified) >= _VERIFIED_LIMIT:
+        _verified.clear()
+    _verified[key_hash] = CallingKey(key.key_id, key.scopes, remembered=True)
     if scope is not None and scope.value not in key.scopes:
         raise Forbidden(f"API key lacks the {scope.value} scope")
     return key
+
+
+# Keys this process has verified, by hash: a key's id and scopes never change, only
+# whether it is live, which a remembered key's user checks in its own transaction.
+_verified: dict[str, CallingKey] = {}
+_VERIFIED_LIMIT = 10_000
+
+
+def authenticate_remembered(session: Session, api_key: str | None, *, scope: Scope) -> CallingKey:
+    """As `authenticate`, without its read for a key this process has verified before.
+
+    For the event write paths, whose one statement stores nothing for a revoked key
+    (questline.events.repository.insert_new): revocation still applies to every request
+    that starts after it commits, in every process. A remembered key comes back with
+    `remembered` set; run the request inside `live_key_first` so that any refusal goes
+    to a revoked key as 401, as it would have without the memory.
+    """
+    if api_key:
+        key = _verified.get(hash_key(api_key))
+        if key is not None and scope.value in key.scopes:
+            return key
+    return authenticate(session, api_key, scope=scope)
+
+
+@contextmanager
+def live_key_first(session: Session, key: CallingKey) -> Iterator[None]:
+    """Refusals (domain errors) raised inside are preceded by a check that a remembered
+    `key` is still live: a revoked key gets 401, not what its request would have got."""
+    try:
+        yield
+    except DomainError as exc:
+        if key.remembered and not isinstance(exc, Unauthorized):
+            if repository.live_by_id(session, key.key_id) is None:
+                forget(key.key_id)
+                raise ApiKeyRequired() from None
+        raise
+
+
+def forget(key_id: int) -> None:
+    """Drop a key from this process's memory (revoked here, or found revoked)."""
+    for key_hash, key in list(_verified.items()):
+        if key.key_id == key_id:
+            _verified.pop(key_hash, None)
 
 
 def has_scope(key: CallingKey, scope: Scope) -> bool:

@@ -1,10 +1,11 @@
 """Recording batches of gameplay events and reading one back. Never commits.
 
-A batch is all or nothing: it is checked whole (validation.py), each user must exist,
-the per-user limit must allow it (limits.py), and then every event whose (user,
-idempotency key) is new is stored in one statement, stamped with its user's zone as it
-is now. A duplicate, in an earlier request or earlier in the same batch, gets the first
-event's id and is never stored or applied again. Stored events wait in the outbox
+A batch is all or nothing: it is checked whole (validation.py), the per-user limit
+must allow it (limits.py), and then every event whose (user, idempotency key) is new is
+stored in one statement, stamped with its user's zone as it is now, if each user exists
+and the API key is still live (the same statement checks both). A duplicate, in an
+earlier request or earlier in the same batch, gets the first event's id and is never
+stored or applied again. Stored events wait in the outbox
 (processed_at NULL) for the workers, like sign-ins, and each is announced to them after
 the commit by the one after-commit hook (questline.outbox.EventsStored), never by hand.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,11 +23,12 @@ from sqlalchemy.orm import Session
 
 from models.base import utcnow
 from questline.config import get_settings
-from questline.credentials.service import CallingKey, Scope, has_scope
+from questline.credentials import service as credentials
+from questline.credentials.service import ApiKeyRequired, CallingKey, Scope, has_scope
 from questline.errors import Conflict, NotFound
 from questline.events import limits, repository, validation
 from questline.events.repository import EventKey
-from questline.events.validation import EventRejected, NewEvent
+from questline.events.validation import EventRejected, NewEvent, RawEvent
 from questline.infra.after_commit import after_commit
 from questline.outbox import EventsStored
 
@@ -70,23 +72,55 @@ def record(
     either way nothing is stored or counted.
     """
     now = now or utcnow()
-    settings = get_settings()
-    events = validation.parse_batch(
-        body,
-        now=now,
-        max_age_seconds=settings.event_max_age_seconds,
-        backfill=has_scope(api_key, Scope.EVENTS_BACKFILL),
-    )
-    zones = repository.zones_of(session, {e.user_id for e in events})
-    for index, event in enumerate(events):
-        if event.user_id not in zones:
-            raise EventRejected(index, "user_id", f"no user {event.user_id}")
-    counted = limits.take(Counter(e.user_id for e in events))
+    events = validation.parse_batch(body, now=now, **_rules(api_key))
+    return _count_and_store(session, events, api_key=api_key, now=now)
+
+
+def record_events(
+    session: Session,
+    events: Sequence[RawEvent],
+    *,
+    api_key: CallingKey,
+    now: datetime | None = None,
+) -> RecordedBatch:
+    """As `record`, for a batch whose events' fields come apart (RecordEvents: the
+    protobuf message is checked as it is, not made into a JSON-like body first)."""
+    now = now or utcnow()
+    checked = validation.parse_events(events, now=now, **_rules(api_key))
+    return _count_and_store(session, checked, api_key=api_key, now=now)
+
+
+def _rules(api_key: CallingKey) -> dict[str, Any]:
+    return {
+        "max_age_seconds": get_settings().event_max_age_seconds,
+        "backfill": has_scope(api_key, Scope.EVENTS_BACKFILL),
+    }
+
+
+def _count_and_store(
+    session: Session, events: list[NewEvent], *, api_key: CallingKey, now: datetime
+) -> RecordedBatch:
     try:
-        return _store(session, events, zones, api_key=api_key, now=now, counted=counted)
+        counted = limits.take(Counter(e.user_id for e in events))
+    except limits.TooManyEvents:
+        # A batch is checked whole before it is counted: an unknown user is 422 first.
+        users = {e.user_id for e in events}
+        _refuse_unknown_users(events, users - repository.zones_of(session, users).keys())
+        raise
+    try:
+        return _store(session, events, api_key=api_key, now=now, counted=counted)
     except BaseException:
         limits.give_back(counted)
         raise
+
+
+def _refuse_unknown_users(events: list[NewEvent], missing: Collection[int]) -> None:
+    """EventRejected naming the first event whose user is `missing`, if any."""
+    if not missing:
+        return
+    for index, event in enumerate(events):
+        if event.user_id in missing:
+            raise EventRejected(index, "user_id", f"no user {event.user_id}")
 
 
 def refund(batch: RecordedBatch) -> None:
@@ -97,7 +131,6 @@ def refund(batch: RecordedBatch) -> None:
 def _store(
     session: Session,
     events: list[NewEvent],
-    zones: Mapping[int, str],
     *,
     api_key: CallingKey,
     now: datetime,
@@ -107,25 +140,15 @@ def _store(
     firsts: dict[EventKey, NewEvent] = {}
     for event in events:
         firsts.setdefault((event.user_id, event.idempotency_key), event)
-    new_ids = repository.insert_new(
-        session,
-        [
-            {
-                "user_id": e.user_id,
-                "type": e.type,
-                "data": {},
-                "created_at": now,
-                "occurred_at": e.occurred_at,
-                "tz": zones[e.user_id],
-                "value": e.value,
-                "attrs": e.attrs,
-                "idempotency_key": e.idempotency_key,
-                "api_key_id": api_key.key_id,
-                "attempts": 0,
-            }
-            for e in firsts.values()
-        ],
+    insertion = repository.insert_new(
+        session, list(firsts.values()), api_key_id=api_key.key_id, now=now
     )
+    if not insertion.key_live:
+        # Revoked since this process verified it (credentials.authenticate_remembered).
+        credentials.forget(api_key.key_id)
+        raise ApiKeyRequired()
+    _refuse_unknown_users(events, insertion.missing_users)
+    new_ids = insertion.stored
     earlier = repository.ids_by_key(session, firsts.keys() - new_ids.keys())
     if len(new_ids) + len(earlier) != len(firsts):
         # Skipped as a duplicate, yet not found: the first holder vanished in between.

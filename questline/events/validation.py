@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -79,28 +79,79 @@ def parse_batch(
     events = body.get("events")
     if not isinstance(events, list):
         raise EventRejected(None, "", "events must be a list of events")
-    if not 1 <= len(events) <= MAX_BATCH:
-        raise EventRejected(None, "", f"a batch holds 1 to {MAX_BATCH} events, got {len(events)}")
-    oldest = EARLIEST if backfill else max(EARLIEST, now - timedelta(seconds=max_age_seconds))
+    _check_count(len(events))
+    oldest = _oldest(now, max_age_seconds=max_age_seconds, backfill=backfill)
     return [_event(i, raw, now=now, oldest=oldest) for i, raw in enumerate(events)]
 
 
+# One event's fields as received, in FIELDS order; None for an optional one left out.
+RawEvent = tuple[object, object, object, object, object, object]
+
+
+def parse_events(
+    events: Sequence[RawEvent], *, now: datetime, max_age_seconds: int, backfill: bool
+) -> list[NewEvent]:
+    """As parse_batch, for events whose fields arrive apart rather than as a mapping
+    (gRPC's messages, which have no unknown or missing fields): the same rules."""
+    _check_count(len(events))
+    oldest = _oldest(now, max_age_seconds=max_age_seconds, backfill=backfill)
+    return [_checked(i, *fields, now=now, oldest=oldest) for i, fields in enumerate(events)]
+
+
+def _check_count(n: int) -> None:
+    if not 1 <= n <= MAX_BATCH:
+        raise EventRejected(None, "", f"a batch holds 1 to {MAX_BATCH} events, got {n}")
+
+
+def _oldest(now: datetime, *, max_age_seconds: int, backfill: bool) -> datetime:
+    return EARLIEST if backfill else max(EARLIEST, now - timedelta(seconds=max_age_seconds))
+
+
 def _event(index: int, raw: object, *, now: datetime, oldest: datetime) -> NewEvent:
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise EventRejected(index, "", "an event must be an object")
-    for name in raw:
-        if name not in FIELDS:
-            raise EventRejected(index, str(name), "unknown field")
+    if not _FIELD_SET.issuperset(raw):
+        name = next(name for name in raw if name not in _FIELD_SET)
+        raise EventRejected(index, str(name), "unknown field")
     for name in REQUIRED:
         if name not in raw:
             raise EventRejected(index, name, "is required")
+    return _checked(
+        index,
+        raw["user_id"],
+        raw["type"],
+        raw.get("value"),
+        raw.get("attrs"),
+        raw.get("occurred_at"),
+        raw["idempotency_key"],
+        now=now,
+        oldest=oldest,
+    )
+
+
+_FIELD_SET = frozenset(FIELDS)
+
+
+def _checked(
+    index: int,
+    user_id: object,
+    type_: object,
+    value: object,
+    attrs: object,
+    occurred_at: object,
+    idempotency_key: object,
+    *,
+    now: datetime,
+    oldest: datetime,
+) -> NewEvent:
+    """One event from its fields, each checked in FIELDS order."""
     return NewEvent(
-        user_id=_user_id(index, raw["user_id"]),
-        type=_type(index, raw["type"]),
-        value=_value(index, raw.get("value")),
-        attrs=_attrs(index, raw.get("attrs")),
-        occurred_at=_occurred_at(index, raw.get("occurred_at"), now=now, oldest=oldest),
-        idempotency_key=_key(index, raw["idempotency_key"]),
+        user_id=_user_id(index, user_id),
+        type=_type(index, type_),
+        value=_value(index, value),
+        attrs=_attrs(index, attrs),
+        occurred_at=_occurred_at(index, occurred_at, now=now, oldest=oldest),
+        idempotency_key=_key(index, idempotency_key),
     )
 
 
@@ -125,21 +176,27 @@ def _type(index: int, raw: object) -> str:
 def _value(index: int, raw: object) -> Decimal:
     if raw is None:
         return Decimal(1)
+    if type(raw) is int and 0 <= raw <= MAX_VALUE:
+        return Decimal(raw)  # the common case: whole, no places to count
     if isinstance(raw, bool) or not isinstance(raw, int | float | Decimal):
         raise EventRejected(index, "value", "must be a number")
     value = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
     if not value.is_finite() or not 0 <= value <= MAX_VALUE:
         raise EventRejected(index, "value", "must be between 0 and 1000000000")
-    exponent = value.normalize().as_tuple().exponent
+    # Trailing zeros do not count ("1.5000000" has one place); normalizing is the slow
+    # part, so only a value written with more places is normalized.
+    exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -VALUE_DECIMALS:
-        raise EventRejected(index, "value", f"has more than {VALUE_DECIMALS} decimal places")
+        exponent = value.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -VALUE_DECIMALS:
+            raise EventRejected(index, "value", f"has more than {VALUE_DECIMALS} decimal places")
     return value
 
 
 def _attrs(index: int, raw: object) -> dict[str, AttrValue]:
-    if raw is None:
+    if raw is None or raw == {}:
         return {}
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise EventRejected(index, "attrs", "must be an object of attribute: value")
     if len(raw) > MAX_ATTRS:
         raise EventRejected(index, "attrs", f"has {len(raw)} keys (at most {MAX_ATTRS})")
@@ -216,6 +273,8 @@ def _storable(text: str) -> bool:
     # JSONB (and PostgreSQL text) cannot hold NUL, and a lone surrogate is not UTF-8.
     if "\x00" in text:
         return False
+    if text.isascii():
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

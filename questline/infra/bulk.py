@@ -90,6 +90,14 @@ def insert_rows(
     return []
 
 
+def run_sql(session: Session, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The rows of one PostgreSQL statement written for the driver (`%(name)s`
+    placeholders), run on the session's connection without SQLAlchemy's compilation:
+    for a hand-written statement on a hot path."""
+    result = session.connection().exec_driver_sql(sql, dict(params))
+    return [tuple(row) for row in result]
+
+
 def append_rows(session: Session, table: Table, rows: Rows) -> None:
     """INSERT `rows` (all with the same keys) that need no conflict handling and return
     nothing, the fastest way the driver has: COPY on psycopg2."""
