@@ -372,6 +372,47 @@ def test_an_item_waits_for_an_earlier_one_still_being_committed(
         assert [m.item["event_id"] for m in s.messages if m.item["event_id"] >= a] == [a, b]
 
 
+def test_a_writer_that_commits_between_the_read_and_the_check_is_waited_for(
+    make_player: Any,
+) -> None:
+    """The window the stream test above cannot aim at: A's transaction commits after the
+    read (which saw B, not A) and before the stream asks which writers run. It is not
+    running any more, yet the read missed A: B must wait for a read that sees A."""
+    from sqlalchemy import event
+
+    p = make_player()
+    slow = db.session_factory()()
+    try:
+        a = _add_history_item(slow, p.user_id)
+        with db.transaction() as fast:
+            b = _add_history_item(fast, p.user_id)
+        reader = db.session_factory()()
+        connection = reader.connection()
+        statements = count()
+
+        def commit_a_after_the_read(*_args: Any) -> None:
+            if next(statements) == 0:  # the read of the items has just run
+                slow.commit()
+
+        event.listen(connection, "after_cursor_execute", commit_a_after_the_read)
+        try:
+            read = live.read_after(reader, user_id=p.user_id, after=b - 1)
+        finally:
+            event.remove(connection, "after_cursor_execute", commit_a_after_the_read)
+            reader.close()
+    finally:
+        slow.close()
+    assert [e.event_id for e in read.items] == [b]  # A committed only after the read
+    ready, held = live.settle([b], read.snapshot, None, now=0.0)
+    assert (ready, held is not None) == (0, True)
+    # A's transaction has ended: the next read sees A, and both go, in order.
+    with db.session_factory()() as again:
+        second = live.read_after(again, user_id=p.user_id, after=a - 1)
+    ids = [e.event_id for e in second.items]
+    assert ids == [a, b]
+    assert live.settle(ids, second.snapshot, held, now=1.0)[0] == 2
+
+
 def test_embedded_mode_streams_live(tmp_path: Path) -> None:
     from tests.test_embedded import Embedded
 

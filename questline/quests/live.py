@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import Text, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from models import Event, User
@@ -180,35 +180,43 @@ class Read:
 
 def read_after(session: Session, *, user_id: int, after: int, limit: int = PAGE) -> Read:
     """The player's history items after event `after`, oldest first, and the player's
-    ban status; on PostgreSQL, when there are items, the snapshot taken after reading
-    them, so that every transaction running when they were read is in it or ended."""
-    items = list(
-        session.scalars(
-            select(Event)
-            .where(Event.user_id == user_id, Event.event_id > after)
-            .order_by(Event.event_id)
-            .limit(limit)
-        )
+    ban status; on PostgreSQL, when there are items, which transactions the stream must
+    wait for before sending them (`writers`, see _WRITERS)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    query = (
+        select(Event)
+        .where(Event.user_id == user_id, Event.event_id > after)
+        .order_by(Event.event_id)
+        .limit(limit)
     )
+    if postgres:
+        # The read's own snapshot, from the same statement: the transactions it could
+        # not see are exactly those running when the items were read.
+        query = query.add_columns(func.pg_current_snapshot().cast(Text))
+    rows: list[Any] = list(session.execute(query).all())
+    items = [row[0] for row in rows]
     status = session.scalar(select(User.status).where(User.user_id == user_id))
     banned = status is None or status == UserStatus.BANNED
     snapshot = None
-    if items and session.get_bind().dialect.name == "postgresql":
-        current, writers = session.execute(_SNAPSHOT).one()
+    if items and postgres:
+        current, writers = session.execute(_WRITERS, {"read": rows[0][1]}).one()
         snapshot = Snapshot.parse(current, writers)
     return Read(items, banned, snapshot)
 
 
-# The snapshot, and which of its running transactions write the events table: only
-# those can hold an event_id not yet committed, since an INSERT takes the table's
-# RowExclusiveLock before it takes ids from the sequence (a drain that has not written
-# its history yet, or a transaction of another database, holds none and is not waited
-# for). Matched on the low 32 bits of the 64-bit ids: pg_stat_activity shows 32-bit
-# ones. The same snapshot for both: a statement has one.
-_SNAPSHOT = text(
+# Which transactions a read must wait for: those running at the read's snapshot that
+# write the events table now (an INSERT takes the table's RowExclusiveLock before it
+# takes ids from the sequence, and keeps it to the end: only they can hold an event_id
+# the read could not see; a drain that has not written its history yet, or a
+# transaction of another database, holds none and is not waited for), and those that
+# have ended since the read (they may have committed items the read missed: the
+# stream must read again before it sends). Matched on the low 32 bits of the 64-bit
+# ids: pg_stat_activity shows 32-bit ones. With the current snapshot, whose running
+# transactions say when the wait is over.
+_WRITERS = text(
     """
     SELECT pg_current_snapshot()::text,
-           ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+           ARRAY(SELECT x::text FROM pg_snapshot_xip(CAST(:read AS pg_snapshot)) AS x
                  WHERE (x::text::numeric % 4294967296)::bigint IN (
                      SELECT a.backend_xid::text::bigint
                      FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
@@ -216,7 +224,10 @@ _SNAPSHOT = text(
                        AND l.database = (SELECT oid FROM pg_database
                                          WHERE datname = current_database())
                        AND l.mode = 'RowExclusiveLock' AND l.granted
-                       AND a.backend_xid IS NOT NULL))
+                       AND a.backend_xid IS NOT NULL)
+                    OR (x::text::numeric % 4294967296)::bigint NOT IN (
+                     SELECT a.backend_xid::text::bigint FROM pg_stat_activity AS a
+                     WHERE a.backend_xid IS NOT NULL))
     """
 )
 
