@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./questline-data")
     # None means the embedded SQLite file in data_dir.
     database_url: str | None = None
+    # POST /events and RecordEvents prepare their insert once per database connection.
+    # Set false behind a pooler in transaction mode (PgBouncer's pool_mode=transaction),
+    # which hands each transaction any server connection and so loses them.
+    database_prepared_statements: bool = True
     # Broker and cache. None means embedded: no Redis, in-process cache and limiter.
     redis_url: str | None = None
     # The Celery broker when it is not that Redis, e.g. RabbitMQ:

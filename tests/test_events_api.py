@@ -772,3 +772,42 @@ def test_any_invalid_batch_stores_nothing(
     # The first bad event is named: the broken one, unless drawn data broke an earlier one.
     assert r.json()["detail"].startswith("events["), r.text
     assert stored_count() == before
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_batch_insert_with_and_without_a_prepared_statement(
+    prepared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a pooler in transaction mode (QUESTLINE_DATABASE_PREPARED_STATEMENTS=false)
+    the insert is sent whole and leaves no prepared statement on the connection; the
+    answers are the same either way: new events stored, an unknown user refused."""
+    from sqlalchemy import text
+
+    from questline.events import repository as events_repository
+    from questline.events.validation import NewEvent
+
+    monkeypatch.setattr(get_settings(), "database_prepared_statements", prepared)
+    (user,) = make_users()
+    with db.transaction() as session:
+        key_id = credentials.create(session, name="pooled", scopes=WRITE).key.key_id
+    now = datetime.now(UTC)
+
+    def event(user_id: int, key: str) -> NewEvent:
+        return NewEvent(user_id=user_id, type="match.won", occurred_at=now,
+                        value=Decimal(1), attrs={}, idempotency_key=key)  # fmt: skip
+
+    with db.transaction() as session:
+        connection = session.connection()  # pooled: clear what earlier tests prepared
+        connection.exec_driver_sql("DEALLOCATE ALL")
+        connection.info.pop("questline_insert_events", None)
+        stored = events_repository.insert_new(
+            session, [event(user, "a"), event(user, "b")], api_key_id=key_id, now=now
+        )
+        refused = events_repository.insert_new(
+            session, [event(user, "c"), event(10**9, "d")], api_key_id=key_id, now=now
+        )
+        statements = session.execute(text("SELECT name FROM pg_prepared_statements")).scalars()
+        names = set(statements)
+    assert set(stored.stored) == {(user, "a"), (user, "b")}
+    assert (refused.stored, refused.missing_users) == ({}, frozenset({10**9}))
+    assert ("questline_insert_events" in names) is prepared

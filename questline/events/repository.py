@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from models import Base, Event, User, WebhookDelivery
 from models.events import WITH_IDEMPOTENCY_KEY
+from questline.config import get_settings
 from questline.credentials import repository as credentials_repository
 from questline.events.validation import NewEvent
 from questline.infra import bulk
@@ -98,6 +99,15 @@ UNION ALL SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT FROM live_key)
 """
 
 
+# The same statement sent whole each time, for poolers that do not keep a session's
+# prepared statements (settings.database_prepared_statements).
+_INSERT_DIRECT = (
+    _INSERT_SQL.replace("$1", "CAST(%(batch)s AS json)")
+    .replace("$2", "CAST(%(api_key_id)s AS bigint)")
+    .replace("$3", "CAST(%(now)s AS timestamptz)")
+)
+
+
 def _insert_on_postgresql(
     session: Session, events: Sequence[NewEvent], *, api_key_id: int, now: datetime
 ) -> Insertion:
@@ -115,17 +125,19 @@ def _insert_on_postgresql(
             for i, e in enumerate(events)
         ]
     ).decode()
-    connection = session.connection()
-    if _PREPARED not in connection.info:  # this database connection's own
-        connection.exec_driver_sql(
-            f"PREPARE {_PREPARED} (json, bigint, timestamptz) AS {_INSERT_SQL}"
+    params = {"batch": batch, "api_key_id": api_key_id, "now": now}
+    if not get_settings().database_prepared_statements:
+        rows = bulk.run_sql(session, _INSERT_DIRECT, params)
+    else:
+        connection = session.connection()
+        if _PREPARED not in connection.info:  # this database connection's own
+            connection.exec_driver_sql(
+                f"PREPARE {_PREPARED} (json, bigint, timestamptz) AS {_INSERT_SQL}"
+            )
+            connection.info[_PREPARED] = True
+        rows = bulk.run_sql(
+            session, f"EXECUTE {_PREPARED} (%(batch)s, %(api_key_id)s, %(now)s)", params
         )
-        connection.info[_PREPARED] = True
-    rows = bulk.run_sql(
-        session,
-        f"EXECUTE {_PREPARED} (%(batch)s, %(api_key_id)s, %(now)s)",
-        {"batch": batch, "api_key_id": api_key_id, "now": now},
-    )
     stored: dict[EventKey, int] = {}
     missing: set[int] = set()
     key_live = True
