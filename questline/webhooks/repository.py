@@ -86,14 +86,6 @@ def get_delivery(
     return session.scalars(query).one_or_none()
 
 
-def webhook_of(session: Session, delivery_id: int) -> int | None:
-    """The webhook a delivery belongs to (no lock)."""
-    found = session.scalar(
-        select(WebhookDelivery.webhook_id).where(WebhookDelivery.delivery_id == delivery_id)
-    )
-    return None if found is None else int(found)
-
-
 def in_flight(session: Session, webhook_id: int, *, now: datetime) -> int:
     """Batches of attempts under way to a webhook. A batch leases its deliveries with
     one expiry instant, and batches to one endpoint are taken in turns under its row

@@ -247,9 +247,9 @@ class Skipped:
 
 
 def lease_seconds() -> float:
-    """How long a batch holds its deliveries: it starts attempts during the first
-    timeout (BATCH_WINDOW), the last one may take another, and a margin for resolving,
-    connecting and recording the answers. A worker killed mid-batch leaves leases that
+    """How long a batch holds its deliveries: it starts attempts during its first
+    webhook_timeout_seconds, the last one may take another as long, and a margin for
+    resolving, connecting and recording the answers. A worker killed mid-batch leaves leases that
     expire after this."""
     return 2 * get_settings().webhook_timeout_seconds + LEASE_MARGIN_SECONDS
 
